@@ -1,0 +1,95 @@
+"""Portal: a creator and member self-service level portal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def resource_dir(name: str) -> Path:
+    """templates/, static/ and migrations/ live at the repository top in a checkout and inside
+    the package in a wheel (hatchling force-include)."""
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / name
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    from . import config as config_module
+
+    app = Flask(
+        __name__,
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("static")),
+        instance_relative_config=True,
+    )
+    app.config.update(config_module.defaults(app.instance_path))
+    app.config.update(config_module.from_environment())
+    app.config.update(config or {})
+    if not app.config.get("PORTAL_CLI"):
+        config_module.check_secret(app.config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret(app)
+    app.config["SESSION_COOKIE_SECURE"] = not (app.debug or app.config.get("DEMO") or app.config.get("TESTING"))
+    app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_commands(app)
+    return app
+
+
+def _instance_secret(app: Flask) -> str:
+    """Demo/debug/CLI only: a random key kept in the instance folder so sessions survive restarts."""
+    import secrets
+
+    path = Path(app.instance_path) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def register_extensions(app: Flask) -> None:
+    from .extensions import babel, csrf, db, limiter, login_manager
+
+    db.init_app(app)
+    csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["RATELIMIT_STORAGE"])
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+
+
+def _select_locale() -> str:
+    from flask import current_app, session
+    from flask_login import current_user
+
+    langs = current_app.config["LANGUAGES"]
+    chosen = session.get("locale")
+    if chosen in langs:
+        return chosen
+    if getattr(current_user, "is_authenticated", False) and current_user.locale in langs:
+        return current_user.locale
+    return current_app.config["BABEL_DEFAULT_LOCALE"]  # zh_CN unless the user chose otherwise
+
+
+def register_blueprints(app: Flask) -> None:
+    from .web import auth, health, member
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(member.bp)
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import register
+
+    register(app)

@@ -1,0 +1,403 @@
+"""The `portal` command: a Flask CLI group over the app factory (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
+
+from .engine.definition import text_of
+from .engine.lint import lint, lint_text
+from .services import ServiceError
+from .services.imports import ImportRejected
+
+
+def _cli_app() -> Flask:
+    from . import create_app
+
+    return create_app({"PORTAL_CLI": True})
+
+
+def main() -> None:
+    cli = FlaskGroup(create_app=_cli_app, add_default_commands=False, add_version_option=False,
+                     load_dotenv=False, help="Portal: creator and member level portal.")
+    cli.add_command(shell_command)
+    cli.add_command(routes_command)
+    cli.main(prog_name="portal")
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def session():
+    from .extensions import db
+
+    return db.factory()
+
+
+def parse_date(value: str | None) -> dt.date:
+    if value is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        fail(f"bad date '{value}' (expected YYYY-MM-DD)")
+        raise  # unreachable
+
+
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        fail(f"no such file: {path}")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {exc}")
+    raise AssertionError  # unreachable
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(init_command)
+    app.cli.add_command(demo_command)
+    app.cli.add_command(import_group)
+    app.cli.add_command(programs_group)
+    app.cli.add_command(evaluate_command)
+    app.cli.add_command(standing_command)
+    app.cli.add_command(run_command)
+    app.cli.add_command(scheduler_command)
+
+
+def init_database(app: Flask) -> list:
+    from .extensions import db
+    from .migrate import upgrade
+    from .services.programs import load_builtins
+
+    upgrade(db.engine)
+    with db.factory() as s:
+        published = load_builtins(s)
+        s.commit()
+    return published
+
+
+@click.command("init")
+@with_appcontext
+def init_command() -> None:
+    """Create or upgrade the schema and load the built-in programs (idempotent)."""
+    published = init_database(current_app)
+    for p in published:
+        state = "published" if p.created else "unchanged"
+        click.echo(f"program {p.key}: version {p.version} ({state})")
+    click.echo("database ready")
+
+
+@click.command("demo")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--no-serve", is_flag=True, help="Load the demo data and exit.")
+@with_appcontext
+def demo_command(port: int, host: str, no_serve: bool) -> None:
+    """Create the embedded database, load demo data, print logins and serve the site."""
+    from .demo import load_demo
+    from .extensions import db
+
+    app = current_app._get_current_object()
+    init_database(app)
+    with db.factory() as s:
+        logins = load_demo(s, dt.date.today())
+        s.commit()
+    click.echo("Portal demo - log in with any of these (password shown):")
+    for key, password, what in logins:
+        click.echo(f"  {key:<10} {password:<12} {what}")
+    if no_serve:
+        return
+    app.config["DEMO"] = True
+    app.config["SESSION_COOKIE_SECURE"] = app.config["REMEMBER_COOKIE_SECURE"] = False
+    _start_scheduler(app, default="on")
+    click.echo(f"Serving on http://{host}:{port}/  (Ctrl+C to stop)")
+    app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+def _start_scheduler(app: Flask, default: str) -> None:
+    """The demo runs the scheduler in-process unless PORTAL_SCHEDULER=off says otherwise."""
+    import os
+
+    if os.environ.get("PORTAL_SCHEDULER", default).lower() in ("on", "1", "true"):
+        from .jobs.runner import start_background
+
+        start_background(app)
+
+
+@click.group("import")
+def import_group() -> None:
+    """Import members or metric rows from CSV (all-or-nothing)."""
+
+
+@import_group.command("members")
+@click.argument("file")
+@with_appcontext
+def import_members(file: str) -> None:
+    from .services.imports import import_members_csv
+
+    text = read_text(file)
+    with session() as s:
+        try:
+            result = import_members_csv(s, text, dt.date.today())
+        except ImportRejected as exc:
+            s.rollback()
+            _report_rejected(exc)
+        s.commit()
+    click.echo(result.line())
+
+
+@import_group.command("metrics")
+@click.argument("file")
+@with_appcontext
+def import_metrics(file: str) -> None:
+    from .services.imports import import_metrics_csv
+
+    text = read_text(file)
+    with session() as s:
+        try:
+            result = import_metrics_csv(s, text)
+        except ImportRejected as exc:
+            s.rollback()
+            _report_rejected(exc)
+        s.commit()
+    click.echo(result.line())
+
+
+def _report_rejected(exc: ImportRejected) -> None:
+    for e in exc.errors:
+        click.echo(f"{e.where}: {e.reason}", err=True)
+    fail(exc.message)
+
+
+@click.group("programs")
+def programs_group() -> None:
+    """Inspect, check and publish program definitions."""
+
+
+@programs_group.command("list")
+@with_appcontext
+def programs_list() -> None:
+    from .services import programs as ps
+
+    with session() as s:
+        for key, (program, version) in ps.all_current(s).items():
+            click.echo(f"{key:<10} v{version:<3} {program.cadence:<8} {program.selection:<12} "
+                       f"{' '.join(program.level_keys):<28} {text_of(program.name, 'en')}")
+
+
+@programs_group.command("show")
+@click.argument("key")
+@click.option("--version", type=int, default=None)
+@click.option("--source", is_flag=True, help="Print the definition file itself.")
+@with_appcontext
+def programs_show(key: str, version: int | None, source: bool) -> None:
+    from .models import ProgramVersion
+    from .services import programs as ps
+
+    with session() as s:
+        try:
+            program, version = ps.definition(s, key, version)
+        except ServiceError as exc:
+            fail(exc.message)
+        if source:
+            pv = s.query(ProgramVersion).filter_by(program_key=key, version=version).one()
+            click.echo(pv.source)
+            return
+    click.echo(f"{program.key} v{version}: {text_of(program.name, 'en')} ({program.cadence}, {program.selection})")
+    for level in program.levels:
+        click.echo(f"\n{level.key}  {text_of(level.name, 'en')}")
+        if level.band is not None:
+            b = level.band
+            lo = f"{program.band_of} {b.min_op} {b.min:,.0f}" if b.min is not None else ""
+            hi = f"{program.band_of} {b.max_op} {b.max:,.0f}" if b.max is not None else ""
+            click.echo("  band: " + " and ".join(x for x in (lo, hi) if x))
+        for line in _req_lines(level.requires, "  "):
+            click.echo(line)
+        if level.reward_tasks:
+            click.echo("  reward tasks:")
+            for line in _req_lines(level.reward_tasks, "    "):
+                click.echo(line)
+        benefits = program.benefits_of(level.key)
+        if benefits:
+            click.echo("  benefits: " + ", ".join(f"{b.key}({b.mode}{', x' + str(b.quantity) if b.quantity > 1 else ''}"
+                                                   f"{', reward' if b.tier == 'reward' else ''})" for b in benefits))
+
+
+def _req_lines(reqs, indent: str) -> list[str]:
+    out = []
+    for r in reqs:
+        when = f"  (only while {r.when.value} {r.when.op} {r.when.required:,.0f})" if r.when else ""
+        if r.children:
+            out.append(f"{indent}{r.key}: {'any of' if r.any is not None else 'all of'}{when}")
+            out += _req_lines(r.children, indent + "  ")
+        else:
+            out.append(f"{indent}{r.key} {r.op} {r.required:,.10g}{when}")
+    return out
+
+
+@programs_group.command("lint")
+@click.argument("file_or_key")
+@with_appcontext
+def programs_lint(file_or_key: str) -> None:
+    """Check a definition file, or a published program by key. Exit 1 on errors."""
+    from .services import programs as ps
+
+    if Path(file_or_key).exists():
+        findings = lint_text(read_text(file_or_key), file_or_key)
+    else:
+        with session() as s:
+            try:
+                program, _ = ps.definition(s, file_or_key)
+            except ServiceError as exc:
+                fail(f"{exc.message} (and no file of that name)")
+        findings = lint(program)
+    for f in findings:
+        click.echo(str(f))
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = len(findings) - errors
+    click.echo(f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+    if errors:
+        sys.exit(1)
+
+
+@programs_group.command("load")
+@click.argument("file")
+@click.option("--by", default="cli", help="Who publishes it (recorded with the version).")
+@click.option("--note", default=None)
+@with_appcontext
+def programs_load(file: str, by: str, note: str | None) -> None:
+    """Validate and publish a definition as the program's new version (the old one is kept)."""
+    from .services.programs import publish
+
+    text = read_text(file)
+    findings = lint_text(text, file)
+    for f in findings:
+        click.echo(str(f))
+    if any(f.severity == "error" for f in findings):
+        fail("not published: the definition has errors")
+    with session() as s:
+        result = publish(s, text, file, by=by, note=note)
+        s.commit()
+    state = "published" if result.created else "unchanged (same as the current version)"
+    click.echo(f"program {result.key}: version {result.version} {state}")
+
+
+@click.command("evaluate")
+@click.option("--program", "program_key", default=None, help="One program (default: all).")
+@click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD (default: today).")
+@click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
+@with_appcontext
+def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, as_json: bool) -> None:
+    """Evaluate levels as of a date and record changes with reasons."""
+    from .engine.run import evaluate
+    from .services import programs as ps
+
+    day = parse_date(as_of)
+    out = []
+    with session() as s:
+        keys = ps.keys(s)
+        if program_key is not None:
+            if program_key not in keys:
+                fail(f"unknown program '{program_key}'")
+            keys = [program_key]
+        for key in keys:
+            program, version = ps.definition(s, key)
+            summary = evaluate(s, program, version, day, dry_run=dry_run, on_batch=None if dry_run else s.commit)
+            if not dry_run:
+                s.commit()
+            out.append(summary)
+    if as_json:
+        click.echo(json.dumps([_summary_json(x) for x in out], ensure_ascii=False, indent=2))
+        return
+    for x in out:
+        click.echo(("[dry run] " if dry_run else "") + x.line())
+        if dry_run:
+            for c in x.changes:
+                sub = f" ({c['from_sub_class']} -> {c['to_sub_class']})" if c["from_sub_class"] != c["to_sub_class"] else ""
+                click.echo(f"  {c['member']}: {c['from'] or '-'} -> {c['to'] or '-'}{sub} {c['direction']}"
+                           + (" [blacklisted]" if c["status"] == "blacklisted" else ""))
+    total = {k: sum(getattr(x, k) for x in out) for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted")}
+    click.echo(
+        ("[dry run] nothing written; " if dry_run else "")
+        + f"evaluated {total['evaluated']}, upgraded {total['upgraded']}, downgraded {total['downgraded']}, "
+        f"unchanged {total['unchanged']}, blacklisted {total['blacklisted']}, benefits issued 0"
+    )
+
+
+def _summary_json(x) -> dict:
+    return {
+        "program": x.program, "as_of": x.as_of.isoformat(), "version": x.version, "dry_run": x.dry_run,
+        "evaluated": x.evaluated, "upgraded": x.upgraded, "downgraded": x.downgraded, "unchanged": x.unchanged,
+        "blacklisted": x.blacklisted, "benefits_issued": 0, "changes": x.changes,
+    }
+
+
+@click.command("standing")
+@click.argument("member")
+@click.option("--program", "program_key", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def standing_command(member: str, program_key: str | None, as_json: bool) -> None:
+    """A member's standing (level, requirements, last change, benefits)."""
+    from .services.standings import member_standings
+
+    with session() as s:
+        try:
+            result = member_standings(s, member, program_key)
+        except ServiceError as exc:
+            fail(exc.message)
+    if as_json:
+        payload = result[0] if program_key is not None else result
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    for st in result:
+        level = st["level"] or "not yet rated"
+        extra = "".join(f", {k} {st[k]}" for k in ("sub_class", "category", "score") if st[k] is not None)
+        click.echo(f"{st['program']}: {level}{extra} [{st['status']}] as of {st['as_of'] or '-'}")
+        for r in st["requirements"]:
+            mark = "ok " if r["met"] else "-- "
+            click.echo(f"  {mark}{r['level']} {r['key']}: {r['actual']} {r['op']} {r['required']} ({r['window']})")
+        if st["last_change"]:
+            c = st["last_change"]
+            click.echo(f"  last change {c['on']}: {c['from'] or '-'} -> {c['to'] or '-'}")
+            for reason in c["reasons"]:
+                click.echo(f"    {reason['key']}: {reason['actual']} (needs {reason['op']} {reason['required']})")
+
+
+@click.command("run")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@with_appcontext
+def run_command(port: int, host: str) -> None:
+    """Serve the site with Flask's development server (production: gunicorn)."""
+    from .config import ConfigError, check_secret
+
+    app = current_app._get_current_object()
+    try:
+        check_secret(app.config)
+    except ConfigError as exc:
+        fail(str(exc))
+    if str(app.config.get("SCHEDULER", "off")).lower() in ("on", "1", "true"):
+        from .jobs.runner import start_background
+
+        start_background(app)
+    app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Run the scheduler alone (for deployments with several web workers)."""
+    from .jobs.runner import run_blocking
+
+    run_blocking(current_app._get_current_object())

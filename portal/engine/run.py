@@ -1,0 +1,373 @@
+"""One evaluation run of a program as of a date: aggregate -> decide -> write.
+
+Reads go through their own connection in one snapshot (REPEATABLE READ on PostgreSQL, a read
+transaction on SQLite), streaming every aggregate query in member order; writes go through
+the caller's session in batches (the caller owns the transaction; ``on_batch`` lets it commit
+between batches). So the run reads committed data. A re-run of the same as-of date is
+idempotent: it compares with the stored standings and rewrites only what differs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from ..models import Enrolment, EvaluationRun, LevelChange, Member, Standing
+from . import aggregates
+from .definition import Program
+from .rules import downgrade_reasons, number, rows
+from .scores import Calculator, RankTable
+from .transitions import Held, blacklist_hits, decide, eligible, sub_class
+from .windows import previous_period_end
+
+ST = Standing.__table__
+LC = LevelChange.__table__
+EN = Enrolment.__table__
+BATCH = 20_000
+
+
+@dataclass
+class Summary:
+    program: str
+    as_of: dt.date
+    version: int
+    dry_run: bool = False
+    evaluated: int = 0
+    upgraded: int = 0
+    downgraded: int = 0
+    unchanged: int = 0
+    blacklisted: int = 0
+    run_id: int | None = None
+    duration_ms: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)  # the first CHANGE_LIST ones
+
+    CHANGE_LIST = 1000
+
+    def line(self) -> str:
+        return (
+            f"{self.program} as of {self.as_of}: evaluated {self.evaluated}, upgraded {self.upgraded}, "
+            f"downgraded {self.downgraded}, unchanged {self.unchanged}, blacklisted {self.blacklisted}"
+        )
+
+
+@dataclass
+class Outcome:
+    """The result for one member."""
+
+    level: str | None
+    sub_class: str | None
+    category: str | None
+    score: float | None
+    status: str
+    reward_met: bool | None
+    level_since: dt.date | None
+    promoted_on: dt.date | None
+    values: dict[str, Any]
+    direction: str
+    reasons: list[dict[str, Any]]
+    blacklist_reasons: list[dict[str, Any]]
+    held_back_by: str | None
+
+
+def decide_member(program: Program, held: Held, envs: list[dict[str, float]], as_of: dt.date) -> Outcome:
+    """Everything the engine decides for one member, from its values (pure function)."""
+    env = envs[0]
+    candidate = eligible(program, env)
+    earlier = [eligible(program, e) for e in envs[1:]]
+    decision = decide(program, held, candidate, earlier, as_of)
+    level = program.level(decision.level)
+    band_value = env.get(program.band_of, 0.0) if program.band_of else 0.0
+    sub = sub_class(level, band_value, held) if held.status != "blacklisted" else held.sub_class
+    reasons = downgrade_reasons(program, held.level, decision.level, env) if decision.direction == "down" else []
+    status = held.status
+    hits: list[dict[str, Any]] = []
+    if status != "blacklisted":
+        found = blacklist_hits(program, env)
+        if found:
+            status = "blacklisted"
+            hits = rows(program, None, found, env)
+    reward_met = None
+    if level is not None and level.reward_tasks:
+        from .rules import all_met
+
+        reward_met = all_met(level.reward_tasks, env)
+    return Outcome(
+        level=decision.level,
+        sub_class=sub,
+        category=level.category if level else None,
+        score=env[program.score] if program.score else None,
+        status=status,
+        reward_met=reward_met,
+        level_since=decision.level_since,
+        promoted_on=decision.promoted_on,
+        values={k: number(v) for k, v in env.items()},
+        direction=decision.direction,
+        reasons=reasons,
+        blacklist_reasons=hits,
+        held_back_by=decision.held_back_by,
+    )
+
+
+def _periods(program: Program, as_of: dt.date) -> list[dt.date]:
+    n = program.transitions.consecutive_periods
+    return [previous_period_end(as_of, program.transitions.period, k) for k in range(n)]
+
+
+def _driver(conn: Connection, program_key: str):
+    stmt = (
+        select(
+            EN.c.member_id,
+            Member.__table__.c.key,
+            ST.c.level,
+            ST.c.sub_class,
+            ST.c.status,
+            ST.c.level_since,
+            ST.c.promoted_on,
+            ST.c.as_of,
+        )
+        .join(Member.__table__, Member.__table__.c.id == EN.c.member_id)
+        .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
+        .where(EN.c.program_key == program_key)
+        .order_by(EN.c.member_id)
+    )
+    return conn.execution_options(yield_per=5000).execute(stmt)
+
+
+def _read_connection(session: Session) -> Connection:
+    engine = session.get_bind()
+    if engine.dialect.name == "sqlite":
+        conn = engine.connect().execution_options(sqlite_begin="DEFERRED")
+    else:
+        conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    conn.begin()
+    return conn
+
+
+def _rank_tables(conn: Connection, program: Program, calc: Calculator, as_of: dt.date) -> dict[str, RankTable]:
+    """First pass for programs with rank buckets: every enrolled member's ranked values."""
+    plan = aggregates.plan(program)
+    merger = aggregates.Merger(aggregates.streams(conn, program.key, plan, as_of))
+    collected: dict[str, list[float]] = {k: [] for k in calc.rank_sources}
+    population = 0
+    for row in _driver(conn, program.key):
+        population += 1
+        env = calc.compute(merger.take(row.member_id))
+        for k in calc.rank_sources:
+            collected[k].append(env[k])
+    return {k: RankTable(v, population) for k, v in collected.items()}
+
+
+def evaluate(
+    session: Session,
+    program: Program,
+    version: int,
+    as_of: dt.date,
+    *,
+    dry_run: bool = False,
+    on_batch: Callable[[], None] | None = None,
+    now: dt.datetime | None = None,
+) -> Summary:
+    """Evaluate every enrolled member of ``program`` as of ``as_of``."""
+    started = time.perf_counter()
+    now = now or dt.datetime.now(dt.UTC)
+    summary = Summary(program.key, as_of, version, dry_run)
+    calc = Calculator(program)
+    plan = aggregates.plan(program)
+    periods = _periods(program, as_of)
+
+    if not dry_run:
+        summary.run_id = session.execute(
+            insert(EvaluationRun.__table__)
+            .values(program_key=program.key, program_version=version, as_of=as_of, started_at=now, status="running")
+            .returning(EvaluationRun.__table__.c.id)
+        ).scalar_one()
+        existing_changes = _changes_on(session, program.key, as_of)
+    writer = _Writer(session, program, version, as_of, summary.run_id, now, existing_changes if not dry_run else {}, on_batch)
+
+    conn = _read_connection(session)
+    try:
+        ranks: dict[str, RankTable] = {}
+        if calc.rank_keys:
+            ranks = {
+                p: _rank_tables(conn, program, calc, p) for p in periods
+            }  # ranks of each period's population
+        mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p)) for p in periods]
+        for row in _driver(conn, program.key):
+            held = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
+            envs = [calc.compute(m.take(row.member_id), ranks.get(p)) for m, p in zip(mergers, periods, strict=True)]
+            outcome = decide_member(program, held, envs, as_of)
+            _count(summary, held, outcome, row.key)
+            if not dry_run:
+                writer.add(row.member_id, row.as_of is not None, held, outcome)
+        if not dry_run:
+            writer.flush()
+    finally:
+        conn.rollback()
+        conn.close()
+
+    summary.duration_ms = int((time.perf_counter() - started) * 1000)
+    if not dry_run:
+        session.execute(
+            update(EvaluationRun.__table__)
+            .where(EvaluationRun.__table__.c.id == summary.run_id)
+            .values(
+                status="done",
+                finished_at=dt.datetime.now(dt.UTC),
+                evaluated=summary.evaluated,
+                upgraded=summary.upgraded,
+                downgraded=summary.downgraded,
+                unchanged=summary.unchanged,
+                blacklisted=summary.blacklisted,
+                duration_ms=summary.duration_ms,
+            )
+        )
+    return summary
+
+
+def _count(summary: Summary, held: Held, outcome: Outcome, member_key: str) -> None:
+    summary.evaluated += 1
+    if outcome.direction == "up":
+        summary.upgraded += 1
+    elif outcome.direction == "down":
+        summary.downgraded += 1
+    else:
+        summary.unchanged += 1
+    if outcome.status == "blacklisted" and held.status != "blacklisted":
+        summary.blacklisted += 1
+    changed = (outcome.level, outcome.sub_class, outcome.status) != (held.level, held.sub_class, held.status)
+    if changed and len(summary.changes) < Summary.CHANGE_LIST:
+        summary.changes.append(
+            {
+                "member": member_key,
+                "from": held.level,
+                "to": outcome.level,
+                "from_sub_class": held.sub_class,
+                "to_sub_class": outcome.sub_class,
+                "status": outcome.status,
+                "direction": outcome.direction,
+                "reasons": outcome.reasons or outcome.blacklist_reasons,
+            }
+        )
+
+
+def _changes_on(session: Session, program_key: str, as_of: dt.date) -> dict[tuple[int, str], Any]:
+    """Changes already recorded for this date (a re-run merges into them)."""
+    result = session.execute(
+        select(LC.c.id, LC.c.member_id, LC.c.cause, LC.c.from_level, LC.c.from_sub_class, LC.c.from_status).where(
+            LC.c.program_key == program_key, LC.c.on == as_of
+        )
+    )
+    return {(r.member_id, r.cause): r for r in result}
+
+
+class _Writer:
+    """Buffers standing and change writes, flushing them as executemany batches."""
+
+    def __init__(self, session, program, version, as_of, run_id, now, existing, on_batch):
+        self.session, self.program, self.version, self.as_of = session, program, version, as_of
+        self.run_id, self.now, self.existing, self.on_batch = run_id, now, existing, on_batch
+        self.new_standings: list[dict] = []
+        self.standing_updates: list[dict] = []
+        self.change_inserts: list[dict] = []
+        self.change_updates: list[dict] = []
+        self.change_deletes: list[int] = []
+        self.pending = 0
+
+    def add(self, member_id: int, exists: bool, held: Held, o: Outcome) -> None:
+        row = {
+            "m_id": member_id,
+            "level": o.level,
+            "sub_class": o.sub_class,
+            "category": o.category,
+            "score": o.score,
+            "status": o.status,
+            "as_of": self.as_of,
+            "level_since": o.level_since,
+            "promoted_on": o.promoted_on,
+            "reward_met": o.reward_met,
+            "values": o.values,
+            "program_version": self.version,
+        }
+        (self.standing_updates if exists else self.new_standings).append(row)
+        level_changed = (o.level, o.sub_class) != (held.level, held.sub_class)
+        self._change(member_id, "evaluation", level_changed, held, o, o.reasons)
+        self._change(member_id, "blacklist", o.status != held.status, held, o, o.blacklist_reasons)
+        self.pending += 1
+        if self.pending >= BATCH:
+            self.flush()
+
+    def _change(self, member_id: int, cause: str, changed: bool, held: Held, o: Outcome, reasons: list) -> None:
+        prior = self.existing.get((member_id, cause))
+        if not changed and prior is None:
+            return
+        start = (prior.from_level, prior.from_sub_class, prior.from_status) if prior else (held.level, held.sub_class, held.status)
+        end = (o.level, o.sub_class, o.status)
+        if prior is not None and start == end:
+            self.change_deletes.append(prior.id)  # a re-run undid that day's change
+            return
+        if prior is None and not changed:
+            return
+        rank_from, rank_to = self.program.rank(start[0]), self.program.rank(end[0])
+        values = {
+            "from_level": start[0],
+            "to_level": end[0],
+            "from_sub_class": start[1],
+            "to_sub_class": end[1],
+            "from_status": start[2],
+            "to_status": end[2],
+            "direction": "up" if rank_to > rank_from else "down" if rank_to < rank_from else "same",
+            "reasons": reasons,
+            "program_version": self.version,
+            "run_id": self.run_id,
+        }
+        if prior is not None:
+            self.change_updates.append({"c_id": prior.id, **values})
+        else:
+            self.change_inserts.append(
+                {"member_id": member_id, "program_key": self.program.key, "on": self.as_of, "cause": cause, "created_at": self.now, **values}
+            )
+
+    def flush(self) -> None:
+        s = self.session
+        if self.new_standings:
+            s.execute(
+                insert(ST),
+                [{**{k: v for k, v in r.items() if k != "m_id"}, "member_id": r["m_id"], "program_key": self.program.key} for r in self.new_standings],
+            )
+        if self.standing_updates:
+            older = ST.c.as_of < self.as_of  # keep the previous *period* across same-day re-runs
+            s.execute(
+                update(ST)
+                .where(ST.c.member_id == bindparam("m_id"), ST.c.program_key == self.program.key)
+                .values(
+                    prev_level=case((older, ST.c.level), else_=ST.c.prev_level),
+                    prev_score=case((older, ST.c.score), else_=ST.c.prev_score),
+                    prev_values=case((older, ST.c["values"]), else_=ST.c.prev_values),
+                    **{k: bindparam("b_" + k) for k in self.standing_updates[0] if k != "m_id"},
+                ),
+                [{("b_" + k if k != "m_id" else k): v for k, v in r.items()} for r in self.standing_updates],
+                execution_options={"synchronize_session": False},
+            )
+        if self.change_inserts:
+            s.execute(insert(LC), self.change_inserts)
+        if self.change_updates:
+            s.execute(
+                update(LC).where(LC.c.id == bindparam("c_id")).values(
+                    **{k: bindparam("b_" + k) for k in self.change_updates[0] if k != "c_id"}
+                ),
+                [{("b_" + k if k != "c_id" else k): v for k, v in r.items()} for r in self.change_updates],
+                execution_options={"synchronize_session": False},
+            )
+        if self.change_deletes:
+            s.execute(delete(LC).where(LC.c.id.in_(self.change_deletes)))
+        self.new_standings, self.standing_updates = [], []
+        self.change_inserts, self.change_updates, self.change_deletes = [], [], []
+        self.pending = 0
+        if self.on_batch:
+            self.on_batch()

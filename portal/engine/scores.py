@@ -1,0 +1,81 @@
+"""Derived values: expressions, bucket tables and rank buckets over the enrolled population."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from fractions import Fraction
+
+from . import expr as expr_lang
+from .definition import (
+    AggregateSpec,
+    BucketSpec,
+    ExprSpec,
+    Program,
+    RankBucketSpec,
+    value_order,
+)
+from .rules import compare
+
+Env = dict[str, float]
+
+
+class RankTable:
+    """Competition ranking (1, 2, 2, 4) of a value over the enrolled population."""
+
+    def __init__(self, values: list[float], population: int):
+        self._ascending = sorted(values)
+        self.population = population
+
+    def rank(self, value: float) -> int:
+        greater = len(self._ascending) - bisect.bisect_right(self._ascending, value)
+        return greater + 1
+
+    def score(self, value: float, spec: RankBucketSpec) -> float:
+        if value <= 0 or self.population == 0:
+            return 0.0  # "a member whose value is 0 scores 0"
+        rank = self.rank(value)
+        for cut in spec.cuts:
+            share = Fraction(str(cut.share))  # exact: p = rank / N <= share
+            if rank * share.denominator <= share.numerator * self.population:
+                return float(cut.score)
+        return float(spec.otherwise)
+
+
+class Calculator:
+    """Computes every value of a program for one member from its aggregates."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.aggregate_keys = [k for k in program.values if isinstance(program.value_spec(k), AggregateSpec)]
+        self.rank_keys = [k for k in program.values if isinstance(program.value_spec(k), RankBucketSpec)]
+        self.rank_sources = sorted({program.value_spec(k).of for k in self.rank_keys})
+        self._steps: list[tuple[str, Callable[[Env, dict[str, RankTable]], float]]] = []
+        for key in value_order(program):
+            spec = program.value_spec(key)
+            if isinstance(spec, ExprSpec):
+                fn = expr_lang.compile_expr(expr_lang.parse(spec.expr))
+                self._steps.append((key, lambda env, _r, fn=fn: fn(env)))
+            elif isinstance(spec, BucketSpec):
+                self._steps.append((key, lambda env, _r, spec=spec: bucket(env[spec.of], spec)))
+            elif isinstance(spec, RankBucketSpec):
+                self._steps.append((key, lambda env, ranks, spec=spec, key=key: _rank(env, ranks, spec)))
+
+    def compute(self, aggregates: dict[str, float], ranks: dict[str, RankTable] | None = None) -> Env:
+        env: Env = {k: aggregates.get(k, 0.0) for k in self.aggregate_keys}
+        ranks = ranks or {}
+        for key, fn in self._steps:
+            env[key] = fn(env, ranks)
+        return env
+
+
+def _rank(env: Env, ranks: dict[str, RankTable], spec: RankBucketSpec) -> float:
+    table = ranks.get(spec.of)
+    return table.score(env[spec.of], spec) if table else 0.0
+
+
+def bucket(value: float, spec: BucketSpec) -> float:
+    for row in spec.table:
+        if row.op is None or compare(value, row.op, row.value):
+            return float(row.score)
+    return float(spec.table[-1].score)  # pragma: no cover - the last row is a catch-all

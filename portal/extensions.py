@@ -1,0 +1,49 @@
+"""Unbound extension objects, bound to the app in create_app()."""
+
+from __future__ import annotations
+
+from flask import Flask, g
+from flask_babel import Babel
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import make_engine, read_only, session_factory
+
+login_manager = LoginManager()
+csrf = CSRFProtect()
+babel = Babel()
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+class Database:
+    """Engine + a session per request (closed at teardown); the view or service caller commits."""
+
+    engine: Engine
+    factory: sessionmaker[Session]
+    read_factory: sessionmaker[Session]
+
+    def init_app(self, app: Flask) -> None:
+        self.engine = make_engine(app.config["DATABASE_URL"])
+        self.factory = session_factory(self.engine)
+        self.read_factory = session_factory(read_only(self.engine))
+        app.extensions["portal.db"] = self
+        app.teardown_appcontext(self._close)
+
+    @property
+    def session(self) -> Session:
+        if "db_session" not in g:
+            g.db_session = self.factory()
+        return g.db_session
+
+    @staticmethod
+    def _close(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+
+db = Database()

@@ -1,0 +1,1 @@
+"""Periodic jobs declared as data, and the scheduler that runs them."""

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, BigId
+
+
+class Standing(Base):
+    """The current result of a member in a program; pages read this, never evaluate."""
+
+    __tablename__ = "standings"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), primary_key=True)
+    program_key: Mapped[str] = mapped_column(ForeignKey("programs.key"), primary_key=True)
+    level: Mapped[str | None] = mapped_column(String(32))
+    sub_class: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | blacklisted
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    level_since: Mapped[dt.date | None] = mapped_column(Date)
+    promoted_on: Mapped[dt.date | None] = mapped_column(Date)  # start of the protection period
+    reward_met: Mapped[bool | None] = mapped_column(Boolean)
+    # Every value of the program as of ``as_of``: requirements are explained from these.
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_level: Mapped[str | None] = mapped_column(String(32))
+    prev_score: Mapped[float | None] = mapped_column(Double)
+    prev_values: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    program_version: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_standings_program_level", "program_key", "level", "sub_class"),
+        Index("ix_standings_program_status", "program_key", "status"),
+    )
+
+
+class LevelChange(Base):
+    """A change of level, sub-class or status, with the failed requirements as reasons."""
+
+    __tablename__ = "level_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    program_key: Mapped[str] = mapped_column(ForeignKey("programs.key"))
+    on: Mapped[dt.date] = mapped_column(Date)
+    from_level: Mapped[str | None] = mapped_column(String(32))
+    to_level: Mapped[str | None] = mapped_column(String(32))
+    from_sub_class: Mapped[str | None] = mapped_column(String(32))
+    to_sub_class: Mapped[str | None] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(16))  # up | down | same
+    cause: Mapped[str] = mapped_column(String(16))  # evaluation | blacklist | override | lift
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    program_version: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("evaluation_runs.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # One net change per member, program, date and cause: a re-run of the same as-of date
+        # updates it instead of recording a second one.
+        UniqueConstraint("member_id", "program_key", "on", "cause", name="uq_level_changes_once"),
+        Index("ix_level_changes_program_on", "program_key", "on"),
+    )
+
+
+class EvaluationRun(Base):
+    __tablename__ = "evaluation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_key: Mapped[str] = mapped_column(ForeignKey("programs.key"))
+    program_version: Mapped[int] = mapped_column(Integer)
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    evaluated: Mapped[int] = mapped_column(Integer, default=0)
+    upgraded: Mapped[int] = mapped_column(Integer, default=0)
+    downgraded: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    blacklisted: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_evaluation_runs_program_as_of", "program_key", "as_of"),)

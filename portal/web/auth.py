@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from sqlalchemy import or_, select
+from wtforms import BooleanField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from ..extensions import db, limiter, login_manager
+from ..models import Member
+from ..services.passwords import hash_password, needs_rehash, verify
+
+bp = Blueprint("auth", __name__)
+
+
+@dataclass
+class User:
+    """The logged-in account as Flask-Login sees it."""
+
+    id: int
+    key: str
+    name: str
+    role: str
+    locale: str | None
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in ("staff", "admin")
+
+    @classmethod
+    def of(cls, m: Member) -> User:
+        return cls(m.id, m.key, m.name, m.role, m.locale)
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    if not user_id.isdigit():
+        return None
+    member = db.session.get(Member, int(user_id))
+    return User.of(member) if member else None
+
+
+class LoginForm(FlaskForm):
+    username = StringField("username", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("password", validators=[DataRequired(), Length(max=1024)])
+    remember = BooleanField("remember")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("10 per minute", methods=["POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        name = form.username.data.strip()
+        session = db.session
+        member = session.scalar(select(Member).where(or_(Member.key == name, Member.email == name.lower())))
+        # Same message whether the account exists or not.
+        if member is None or not verify(member.password_hash, form.password.data):
+            flash(_("Wrong username or password."), "error")
+            return render_template("auth/login.html", form=form), 401
+        if needs_rehash(member.password_hash):
+            member.password_hash = hash_password(form.password.data)
+            session.commit()
+        login_user(User.of(member), remember=bool(form.remember.data))
+        return redirect(url_for("member.overview"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    return redirect(url_for("auth.login"))
