@@ -67,6 +67,10 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
 
+    from flask_babel import get_locale
+
+    app.jinja_env.globals["get_locale"] = get_locale
+
 
 def _select_locale() -> str:
     from flask import current_app, session

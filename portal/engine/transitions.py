@@ -75,9 +75,9 @@ def decide(program: Program, held: Held, candidate: str | None, earlier: list[st
         return Decision(current, held.level_since, held.promoted_on, "same", "consecutive")
     if program.rank(candidate) > program.rank(current):
         return Decision(candidate, as_of, as_of, "up")
-    if policy.protection_days and held.promoted_on is not None:
-        if as_of < held.promoted_on + dt.timedelta(days=policy.protection_days):
-            return Decision(current, held.level_since, held.promoted_on, "same", "protection")
+    protected = policy.protection_days and held.promoted_on is not None
+    if protected and as_of < held.promoted_on + dt.timedelta(days=policy.protection_days):  # type: ignore[operator]
+        return Decision(current, held.level_since, held.promoted_on, "same", "protection")
     return Decision(candidate, as_of, held.promoted_on, "down")
 
 

@@ -35,6 +35,7 @@ _cache: dict[tuple[str, int], Program] = {}
 def publish(session: Session, text: str, source: str = "", by: str | None = None, note: str | None = None,
             now: dt.datetime | None = None) -> Published:
     """Validate and store a definition as the program's new current version."""
+    text = text.rstrip() + "\n"  # a trailing blank line is not a new version
     program = load_text(text, source)  # raises DefinitionError
     row = session.get(ProgramRow, program.key)
     digest = checksum(text)

@@ -1,0 +1,172 @@
+"""The `portal` command as CONTRACT.md states it, on a migrated database."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, inspect, select
+
+from portal.models import EvaluationRun, LevelChange, MetricRow, ProgramVersion, Standing
+
+from .conftest import write
+
+MEMBERS = """member,name,email,role,password,programs,industry
+c1,Creator One,c1@example.com,member,secret-1,creator,tech
+m1,Member One,,member,secret-2,member scorecard,
+boss,Staff,boss@example.com,staff,secret-3,,
+"""
+
+METRICS = """member,metric,date,value,kind,id
+c1,profile_complete,2026-10-01,1,,
+c1,task_hall_visited,2026-10-01,1,,
+c1,tasks_enabled,2026-10-01,1,,
+c1,courses_completed,2026-10-01,3,,
+c1,video,2026-10-20,100,,v1
+c1,video,2026-10-21,100,,v2
+c1,live,2026-10-22,100,,l1
+c1,video,2026-10-23,100,,v3
+c1,video,2026-10-24,100,,v4
+m1,verified,2026-01-01,1,,
+m1,purchase,2026-10-01,600,,p1
+"""
+
+
+def db_session(app):
+    return app.extensions["portal.db"].factory()
+
+
+def count(app, model) -> int:
+    with db_session(app) as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def loaded(ready, tmp_path):
+    assert ready("import", "members", write(tmp_path, "m.csv", MEMBERS)).exit_code == 0
+    assert ready("import", "metrics", write(tmp_path, "x.csv", METRICS)).exit_code == 0
+    return ready
+
+
+def test_init_migrates_and_is_idempotent(cli, app):
+    first = cli("init")
+    assert first.exit_code == 0
+    assert "program creator: version 1 (published)" in first.output
+    second = cli("init")
+    assert second.exit_code == 0
+    assert "program creator: version 1 (unchanged)" in second.output
+    tables = set(inspect(app.extensions["portal.db"].engine).get_table_names())
+    assert {"alembic_version", "members", "metric_rows", "standings", "level_changes", "evaluation_runs",
+            "program_versions", "enrolments", "programs", "audit_log"} <= tables
+    assert count(app, ProgramVersion) == 4
+
+
+def test_import_counts_new_and_duplicate_rows(ready, tmp_path):
+    assert "3 members created" in ready("import", "members", write(tmp_path, "m.csv", MEMBERS)).output
+    path = write(tmp_path, "x.csv", METRICS)
+    assert "11 new rows, 0 duplicates skipped" in ready("import", "metrics", path).output
+    # rows with an id are duplicates the second time; rows without one are new events
+    assert "5 new rows, 6 duplicates skipped" in ready("import", "metrics", path).output
+
+
+def test_bad_metrics_file_lists_every_bad_row_and_stores_nothing(ready, tmp_path, app):
+    ready("import", "members", write(tmp_path, "m.csv", MEMBERS))
+    bad = write(tmp_path, "bad.csv", "member,metric,date,value\nc1,video,2026-10-01,5\nnobody,video,2026-10-01,5\n"
+                "c1,nosuch,2026-10-01,5\nc1,video,2026-13-01,5\nc1,video,2026-10-01,abc\nc1,video,2026-10-01\n")
+    result = ready("import", "metrics", bad)
+    assert result.exit_code == 1
+    out = result.output
+    assert "line 3: unknown member 'nobody'" in out
+    assert "line 4: unknown metric 'nosuch'" in out
+    assert "line 5: bad date '2026-13-01'" in out
+    assert "line 6: bad number 'abc'" in out
+    assert "line 7: missing column value" in out
+    assert "5 bad rows; nothing was stored" in out
+    assert count(app, MetricRow) == 0
+
+
+def test_missing_file_is_a_clear_error(ready):
+    result = ready("import", "metrics", "/nonexistent/file.csv")
+    assert result.exit_code == 1
+    assert "no such file: /nonexistent/file.csv" in result.output
+
+
+def test_evaluate_prints_summary_and_dry_run_writes_nothing(ready, tmp_path, app):
+    loaded(ready, tmp_path)
+    dry = ready("evaluate", "--as-of", "2026-10-31", "--dry-run")
+    assert dry.exit_code == 0
+    assert "[dry run]" in dry.output and "c1: - -> LV1 up" in dry.output
+    assert count(app, Standing) == 0 and count(app, LevelChange) == 0 and count(app, EvaluationRun) == 0
+    real = ready("evaluate", "--as-of", "2026-10-31")
+    assert "creator as of 2026-10-31: evaluated 1, upgraded 1, downgraded 0, unchanged 0, blacklisted 0" in real.output
+    assert "evaluated 3, upgraded 3, downgraded 0, unchanged 0, blacklisted 0, benefits issued 0" in real.output
+    again = ready("evaluate", "--as-of", "2026-10-31", "--program", "creator")
+    assert "evaluated 1, upgraded 0, downgraded 0, unchanged 1" in again.output
+
+
+def test_evaluate_rejects_unknown_program_and_bad_date(ready):
+    result = ready("evaluate", "--program", "nope")
+    assert result.exit_code == 1 and "unknown program 'nope'" in result.output
+    result = ready("evaluate", "--as-of", "31/10/2026")
+    assert result.exit_code == 1 and "bad date '31/10/2026'" in result.output
+
+
+def test_standing_json_has_the_contract_shape(ready, tmp_path):
+    loaded(ready, tmp_path)
+    ready("evaluate", "--as-of", "2026-10-31")
+    result = ready("standing", "c1", "--program", "creator", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert set(data) >= {"member", "program", "as_of", "level", "rank", "sub_class", "category", "score", "status",
+                         "requirements", "next_level", "reward_tasks_met", "last_change", "benefits"}
+    assert (data["member"], data["program"], data["as_of"], data["level"], data["rank"]) == ("c1", "creator", "2026-10-31", "LV1", 1)
+    assert data["next_level"] == "LV2" and data["status"] == "active"
+    row = next(r for r in data["requirements"] if r["level"] == "LV2" and r["key"] == "posts_30d")
+    assert row == {"level": "LV2", "key": "posts_30d", "metric": "video+live", "actual": 5, "op": ">=",
+                   "required": 8, "met": False, "window": "30d"}
+    assert data["last_change"]["from"] is None and data["last_change"]["to"] == "LV1"
+    everything = json.loads(ready("standing", "m1", "--json").output)
+    assert [s["program"] for s in everything] == ["member", "scorecard"]
+
+
+def test_standing_errors_are_clear(ready, tmp_path):
+    loaded(ready, tmp_path)
+    result = ready("standing", "ghost")
+    assert result.exit_code == 1 and "unknown member 'ghost'" in result.output
+    result = ready("standing", "c1", "--program", "nope")
+    assert result.exit_code == 1 and "unknown program 'nope'" in result.output
+    result = ready("standing", "c1", "--program", "music")
+    assert result.exit_code == 1 and "member 'c1' is not enrolled in program 'music'" in result.output
+
+
+def test_programs_list_show_and_lint(ready, tmp_path):
+    listing = ready("programs", "list").output
+    for key in ("creator", "member", "scorecard", "music"):
+        assert key in listing
+    show = ready("programs", "show", "creator").output
+    assert "posts_30d >= 30" in show and "quote_set = 1  (only while followers >= 100,000)" in show
+    lint = ready("programs", "lint", "scorecard")
+    assert lint.exit_code == 0
+    assert "level S is unreachable" in lint.output and "level A is unreachable" in lint.output
+    assert "0 errors, 2 warnings" in lint.output
+    bad = write(tmp_path, "bad.yaml", "key: x\nname: X\ncadence: daily\nselection: ladder\nmetrics: {}\n"
+                "values: {a: {metric: nosuch, agg: count}}\nlevels: [{key: L1}]\n")
+    result = ready("programs", "lint", bad)
+    assert result.exit_code == 1
+    assert "error: values.a.metric: unknown metric 'nosuch'" in result.output
+
+
+def test_programs_load_publishes_a_new_version_and_keeps_the_old(ready, tmp_path, app):
+    source = ready("programs", "show", "scorecard", "--source").output
+    same = ready("programs", "load", write(tmp_path, "same.yaml", source))
+    assert "version 1 unchanged" in same.output
+    fixed = source.replace("band: {min: 90, min_op: \">=\"}", "band: {min: 70, min_op: \">=\"}").replace(
+        "band: {min: 75, min_op: \">=\", max: 90, max_op: \"<\"}", "band: {min: 65, min_op: \">=\", max: 70, max_op: \"<\"}").replace(
+        "band: {min: 60, min_op: \">=\", max: 75, max_op: \"<\"}", "band: {min: 60, min_op: \">=\", max: 65, max_op: \"<\"}")
+    assert fixed != source
+    result = ready("programs", "load", write(tmp_path, "fixed.yaml", fixed), "--by", "alice")
+    assert result.exit_code == 0, result.output
+    assert "program scorecard: version 2 published" in result.output
+    with db_session(app) as s:
+        versions = s.execute(select(ProgramVersion.version, ProgramVersion.published_by)
+                             .where(ProgramVersion.program_key == "scorecard").order_by(ProgramVersion.version)).all()
+    assert [tuple(v) for v in versions] == [(1, "system"), (2, "alice")]
+    assert "level S is unreachable" not in ready("programs", "lint", "scorecard").output

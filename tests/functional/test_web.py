@@ -1,0 +1,61 @@
+"""The minimal site of this stage: health, login (CSRF, generic errors), the overview."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import write
+from .test_cli import MEMBERS, METRICS
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
+        r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def login(client, username: str, password: str):
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+
+
+def test_healthz_answers_when_the_database_does(ready, app):
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_anonymous_overview_redirects_to_login(ready, app):
+    response = app.test_client().get("/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(ready, app, tmp_path):
+    ready("import", "members", write(tmp_path, "m.csv", MEMBERS))
+    client = app.test_client()
+    wrong = login(client, "c1", "not-the-password")
+    unknown = login(client, "nobody", "not-the-password")
+    assert wrong.status_code == unknown.status_code == 401
+    message = "Wrong username or password."
+    assert message in wrong.get_data(as_text=True) or "用户名或密码错误" in wrong.get_data(as_text=True)
+    assert wrong.get_data(as_text=True).count("csrf_token") == unknown.get_data(as_text=True).count("csrf_token")
+
+
+def test_login_without_csrf_token_is_refused(ready, app, tmp_path):
+    ready("import", "members", write(tmp_path, "m.csv", MEMBERS))
+    response = app.test_client().post("/login", data={"username": "c1", "password": "secret-1"})
+    assert response.status_code == 400
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_member_logs_in_by_key_or_email_and_sees_their_level(ready, app, tmp_path):
+    ready("import", "members", write(tmp_path, "m.csv", MEMBERS))
+    ready("import", "metrics", write(tmp_path, "x.csv", METRICS))
+    ready("evaluate", "--as-of", "2026-10-31")
+    client = app.test_client()
+    response = login(client, "c1@example.com", "secret-1")
+    assert response.status_code == 302
+    page = client.get("/").get_data(as_text=True)
+    assert 'data-program="creator"' in page and "<strong data-level>LV1</strong>" in page
+    other = app.test_client()
+    assert login(other, "c1", "secret-1").status_code == 302
