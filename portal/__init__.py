@@ -33,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config_module.check_secret(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(app)
+        app.config["SECRET_KEY_GENERATED"] = True  # `portal run` still insists on a real one
     app.config["SESSION_COOKIE_SECURE"] = not (app.debug or app.config.get("DEMO") or app.config.get("TESTING"))
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,14 @@ def demo_command(port: int, host: str, no_serve: bool) -> None:
     app.config["SESSION_COOKIE_SECURE"] = app.config["REMEMBER_COOKIE_SECURE"] = False
     _start_scheduler(app, default="on")
     click.echo(f"Serving on http://{host}:{port}/  (Ctrl+C to stop)")
-    app.run(host=host, port=port, debug=False, use_reloader=False)
+    serve(app, host, port)
+
+
+def serve(app: Flask, host: str, port: int) -> None:
+    """Werkzeug's server (app.run() refuses to run under the flask CLI)."""
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
 
 
 def _start_scheduler(app: Flask, default: str) -> None:
@@ -391,7 +398,7 @@ def run_command(port: int, host: str) -> None:
         from .jobs.runner import start_background
 
         start_background(app)
-    app.run(host=host, port=port, debug=False, use_reloader=False)
+    serve(app, host, port)
 
 
 @click.command("scheduler")

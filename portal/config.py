@@ -45,7 +45,7 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
 
 def check_secret(config: dict[str, Any]) -> None:
     """Outside debug, demo and tests a secret key must be configured."""
-    if config.get("SECRET_KEY"):
+    if config.get("SECRET_KEY") and not config.get("SECRET_KEY_GENERATED"):
         return
     if config.get("DEBUG") or config.get("DEMO") or config.get("TESTING"):
         return

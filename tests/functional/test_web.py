@@ -59,3 +59,18 @@ def test_member_logs_in_by_key_or_email_and_sees_their_level(ready, app, tmp_pat
     assert 'data-program="creator"' in page and "<strong data-level>LV1</strong>" in page
     other = app.test_client()
     assert login(other, "c1", "secret-1").status_code == 302
+
+
+def test_serving_without_a_secret_key_is_refused(db_url, tmp_path, monkeypatch):
+    import pytest
+
+    from portal import create_app
+    from portal.config import ConfigError
+
+    monkeypatch.delenv("PORTAL_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="PORTAL_SECRET_KEY is not set"):
+        create_app({"DATABASE_URL": db_url})
+    app = create_app({"DATABASE_URL": db_url, "PORTAL_CLI": True})
+    app.instance_path = str(tmp_path)
+    result = app.test_cli_runner().invoke(args=["run", "--port", "1"])
+    assert result.exit_code == 1 and "PORTAL_SECRET_KEY is not set" in result.output
