@@ -30,6 +30,8 @@ ST = Standing.__table__
 LC = LevelChange.__table__
 EN = Enrolment.__table__
 BATCH = 20_000
+# Copied to prev_* when a standing moves to a later as-of date.
+PREV_COLUMNS = ("level", "sub_class", "status", "level_since", "promoted_on", "as_of", "score", "values")
 
 
 @dataclass
@@ -130,6 +132,11 @@ def _driver(conn: Connection, program_key: str):
             ST.c.level_since,
             ST.c.promoted_on,
             ST.c.as_of,
+            ST.c.prev_level,
+            ST.c.prev_sub_class,
+            ST.c.prev_status,
+            ST.c.prev_level_since,
+            ST.c.prev_promoted_on,
         )
         .join(Member.__table__, Member.__table__.c.id == EN.c.member_id)
         .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
@@ -147,6 +154,14 @@ def _read_connection(session: Session) -> Connection:
         conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     conn.begin()
     return conn
+
+
+def _held(row, as_of: dt.date) -> Held:
+    """The state to decide from: the stored standing, or - when this as-of date was already
+    evaluated - the standing from before it, so a re-run repeats the first run's decision."""
+    if row.as_of is not None and row.as_of == as_of:
+        return Held(row.prev_level, row.prev_sub_class, row.prev_status or "active", row.prev_level_since, row.prev_promoted_on)
+    return Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
 
 
 def _rank_tables(conn: Connection, program: Program, calc: Calculator, as_of: dt.date) -> dict[str, RankTable]:
@@ -199,10 +214,11 @@ def evaluate(
             }  # ranks of each period's population
         mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p)) for p in periods]
         for row in _driver(conn, program.key):
-            held = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
+            held = _held(row, as_of)
+            stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
             envs = [calc.compute(m.take(row.member_id), ranks.get(p)) for m, p in zip(mergers, periods, strict=True)]
             outcome = decide_member(program, held, envs, as_of)
-            _count(summary, held, outcome, row.key)
+            _count(summary, program, stored, outcome, row.key)
             if not dry_run:
                 writer.add(row.member_id, row.as_of is not None, held, outcome)
         if not dry_run:
@@ -230,27 +246,30 @@ def evaluate(
     return summary
 
 
-def _count(summary: Summary, held: Held, outcome: Outcome, member_key: str) -> None:
+def _count(summary: Summary, program: Program, stored: Held, outcome: Outcome, member_key: str) -> None:
+    """Counts compare with what is stored, so a same-day re-run reports no change."""
     summary.evaluated += 1
-    if outcome.direction == "up":
+    before, after = program.rank(stored.level), program.rank(outcome.level)
+    direction = "up" if after > before else "down" if after < before else "same"
+    if direction == "up":
         summary.upgraded += 1
-    elif outcome.direction == "down":
+    elif direction == "down":
         summary.downgraded += 1
     else:
         summary.unchanged += 1
-    if outcome.status == "blacklisted" and held.status != "blacklisted":
+    if outcome.status == "blacklisted" and stored.status != "blacklisted":
         summary.blacklisted += 1
-    changed = (outcome.level, outcome.sub_class, outcome.status) != (held.level, held.sub_class, held.status)
+    changed = (outcome.level, outcome.sub_class, outcome.status) != (stored.level, stored.sub_class, stored.status)
     if changed and len(summary.changes) < Summary.CHANGE_LIST:
         summary.changes.append(
             {
                 "member": member_key,
-                "from": held.level,
+                "from": stored.level,
                 "to": outcome.level,
-                "from_sub_class": held.sub_class,
+                "from_sub_class": stored.sub_class,
                 "to_sub_class": outcome.sub_class,
                 "status": outcome.status,
-                "direction": outcome.direction,
+                "direction": direction,
                 "reasons": outcome.reasons or outcome.blacklist_reasons,
             }
         )
@@ -346,9 +365,7 @@ class _Writer:
                 update(ST)
                 .where(ST.c.member_id == bindparam("m_id"), ST.c.program_key == self.program.key)
                 .values(
-                    prev_level=case((older, ST.c.level), else_=ST.c.prev_level),
-                    prev_score=case((older, ST.c.score), else_=ST.c.prev_score),
-                    prev_values=case((older, ST.c["values"]), else_=ST.c.prev_values),
+                    **{f"prev_{c}": case((older, ST.c[c]), else_=ST.c[f"prev_{c}"]) for c in PREV_COLUMNS},
                     **{k: bindparam("b_" + k) for k in self.standing_updates[0] if k != "m_id"},
                 ),
                 [{("b_" + k if k != "m_id" else k): v for k, v in r.items()} for r in self.standing_updates],

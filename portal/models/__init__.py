@@ -2,6 +2,7 @@
 
 from .audit import AuditEntry
 from .base import Base
+from .benefits import BENEFIT_STATES, OPEN_STATES, BenefitItem, JobRun, Notification, SchedulerLease
 from .members import ROLES, SEGMENTS, Enrolment, Member
 from .metrics import MetricRow
 from .programs import Program, ProgramVersion
@@ -9,6 +10,12 @@ from .standings import EvaluationRun, LevelChange, Standing
 
 __all__ = [
     "AuditEntry",
+    "BENEFIT_STATES",
+    "BenefitItem",
+    "JobRun",
+    "Notification",
+    "OPEN_STATES",
+    "SchedulerLease",
     "Base",
     "Enrolment",
     "EvaluationRun",

@@ -39,7 +39,14 @@ class Standing(Base):
     reward_met: Mapped[bool | None] = mapped_column(Boolean)
     # Every value of the program as of ``as_of``: requirements are explained from these.
     values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The standing before ``as_of``: the previous period for churn warnings, and the state a
+    # re-run of the same as-of date decides from (so it repeats the first run exactly).
     prev_level: Mapped[str | None] = mapped_column(String(32))
+    prev_sub_class: Mapped[str | None] = mapped_column(String(32))
+    prev_status: Mapped[str | None] = mapped_column(String(16))
+    prev_level_since: Mapped[dt.date | None] = mapped_column(Date)
+    prev_promoted_on: Mapped[dt.date | None] = mapped_column(Date)
+    prev_as_of: Mapped[dt.date | None] = mapped_column(Date)
     prev_score: Mapped[float | None] = mapped_column(Double)
     prev_values: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     program_version: Mapped[int] = mapped_column(Integer)

@@ -32,6 +32,7 @@ METRIC_COLUMNS = ("member", "metric", "date", "value")
 METRIC_OPTIONAL = ("kind", "id")
 MEMBER_COLUMNS = ("member", "name", "email", "role", "password", "programs")
 IMPORT_ROLES = ("member", "staff", "admin")
+SEGMENT_LENGTH = {"business_type": 64, "industry": 64, "scale": 32}  # the columns' sizes
 LOOKUP_CHUNK = 5000
 INSERT_CHUNK = 10000
 
@@ -326,8 +327,9 @@ def import_members_csv(session: Session, text: str, today: dt.date, now: dt.date
         if len(raw["name"]) > 200:
             reasons.append("name is longer than 200 characters")
         for seg in SEGMENTS:
-            if len(raw.get(seg) or "") > 64:
-                reasons.append(f"{seg} is longer than 64 characters")
+            limit = SEGMENT_LENGTH[seg]
+            if len(raw.get(seg) or "") > limit:
+                reasons.append(f"{seg} is longer than {limit} characters")
         if reasons:
             errors.append(RowError(f"line {line}", "; ".join(reasons), line=line))
         else:
