@@ -71,6 +71,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(standing_command)
     app.cli.add_command(run_command)
     app.cli.add_command(scheduler_command)
+    app.cli.add_command(grant_command)
 
 
 def init_database(app: Flask) -> list:
@@ -333,11 +334,13 @@ def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, 
                 sub = f" ({c['from_sub_class']} -> {c['to_sub_class']})" if c["from_sub_class"] != c["to_sub_class"] else ""
                 click.echo(f"  {c['member']}: {c['from'] or '-'} -> {c['to'] or '-'}{sub} {c['direction']}"
                            + (" [blacklisted]" if c["status"] == "blacklisted" else ""))
-    total = {k: sum(getattr(x, k) for x in out) for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted")}
+    total = {k: sum(getattr(x, k) for x in out)
+             for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted", "benefits_issued")}
     click.echo(
         ("[dry run] nothing written; " if dry_run else "")
         + f"evaluated {total['evaluated']}, upgraded {total['upgraded']}, downgraded {total['downgraded']}, "
-        f"unchanged {total['unchanged']}, blacklisted {total['blacklisted']}, benefits issued 0"
+        f"unchanged {total['unchanged']}, blacklisted {total['blacklisted']}, "
+        + ("benefits due " if dry_run else "benefits issued ") + str(total["benefits_issued"])
     )
 
 
@@ -345,7 +348,7 @@ def _summary_json(x) -> dict:
     return {
         "program": x.program, "as_of": x.as_of.isoformat(), "version": x.version, "dry_run": x.dry_run,
         "evaluated": x.evaluated, "upgraded": x.upgraded, "downgraded": x.downgraded, "unchanged": x.unchanged,
-        "blacklisted": x.blacklisted, "benefits_issued": 0, "changes": x.changes,
+        "blacklisted": x.blacklisted, "benefits_issued": x.benefits_issued, "changes": x.changes,
     }
 
 
@@ -408,3 +411,27 @@ def scheduler_command() -> None:
     from .jobs.runner import run_blocking
 
     run_blocking(current_app._get_current_object())
+
+
+@click.command("grant")
+@click.argument("member")
+@click.argument("benefit")
+@click.option("--program", "program_key", required=True)
+@click.option("--reason", required=True)
+@click.option("--quantity", default=1, type=int, show_default=True)
+@click.option("--amount", default=None, type=float)
+@click.option("--by", "by", required=True, help="The staff member granting it (member key).")
+@with_appcontext
+def grant_command(member: str, benefit: str, program_key: str, reason: str, quantity: int, amount: float | None,
+                  by: str) -> None:
+    """A manual reward: an issued ledger item with who and why, audited."""
+    from .services.benefits import grant
+
+    with session() as s:
+        try:
+            item = grant(s, member, benefit, program_key, reason, by, dt.date.today(), quantity, amount)
+        except ServiceError as exc:
+            s.rollback()
+            fail(exc.message)
+        s.commit()
+        click.echo(f"granted {benefit} x{item.quantity} to {member} in {program_key} (item {item.id}), by {by}")

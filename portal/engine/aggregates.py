@@ -75,8 +75,12 @@ def _column(spec: AggregateSpec):
     return func.count(distinct(case((cond, month))))
 
 
-def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], window: str, as_of: dt.date) -> Select:
+def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], window: str, as_of: dt.date,
+                 data_until: dt.date | None = None) -> Select:
+    """``data_until`` (forecasts): the window is that of ``as_of`` but only rows up to it count."""
     start, end = bounds(window, as_of)
+    if data_until is not None:
+        end = min(end, data_until)
     metrics = sorted({m for _, spec in specs for m in spec.metric})
     stmt = (
         select(MR.c.member_id, *[_column(spec).label(key) for key, spec in specs])
@@ -112,15 +116,16 @@ def _clean(v) -> float:
 Stream = Iterator[tuple[int, dict[str, float]]]
 
 
-def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date) -> list[Stream]:
+def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_until: dt.date | None = None) -> list[Stream]:
     """One iterator per query, each yielding (member_id, {value key: number}) in member order."""
     out: list[Stream] = []
     for window, specs in p.by_window.items():
         keys = [k for k, _ in specs]
-        result = conn.execution_options(yield_per=5000).execute(window_query(program_key, specs, window, as_of))
+        result = conn.execution_options(yield_per=5000).execute(window_query(program_key, specs, window, as_of, data_until))
         out.append(_rows(result, keys))
     if p.latest:
-        result = conn.execution_options(yield_per=5000).execute(latest_query(program_key, list(p.latest), as_of))
+        latest_day = min(as_of, data_until) if data_until else as_of
+        result = conn.execution_options(yield_per=5000).execute(latest_query(program_key, list(p.latest), latest_day))
         out.append(_group_latest(result, p.latest))
     return out
 

@@ -236,6 +236,8 @@ class Transitions(Strict):
     protection_days: int = Field(default=0, ge=0)  # no downgrade for N days after a promotion
     consecutive_periods: int = Field(default=1, ge=1)  # a change needs N periods in a row
     period: Literal["month", "day"] = "month"
+    warn_days: int = Field(default=0, ge=0)  # warn this many days before a downgrade can happen
+    reward_cycle_days: int = Field(default=90, ge=1)  # reward benefits are due once per cycle
 
 
 class Program(Strict):

@@ -96,8 +96,7 @@ def leaf_row(program: Program, level: str | None, req: Requirement, env: Env, gr
     if key != req.key:
         row["value"] = key
     if group:
-        row["group"] = "/".join(group)
-        row["group_mode"] = "any"
+        row["group"] = "/".join(group)  # rows() sets group_mode from the innermost group
     return row
 
 

@@ -15,11 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..models import Enrolment, EvaluationRun, LevelChange, Member, Standing
-from . import aggregates
+from ..models import (
+    OPEN_STATES,
+    BenefitItem,
+    Enrolment,
+    EvaluationRun,
+    LevelChange,
+    Member,
+    Notification,
+    Standing,
+)
+from . import aggregates, ledger, notices
 from .definition import Program
 from .rules import downgrade_reasons, number, rows
 from .scores import Calculator, RankTable
@@ -28,6 +37,8 @@ from .windows import previous_period_end
 
 ST = Standing.__table__
 LC = LevelChange.__table__
+BI = BenefitItem.__table__
+NT = Notification.__table__
 EN = Enrolment.__table__
 BATCH = 20_000
 # Copied to prev_* when a standing moves to a later as-of date.
@@ -45,6 +56,7 @@ class Summary:
     downgraded: int = 0
     unchanged: int = 0
     blacklisted: int = 0
+    benefits_issued: int = 0  # new ledger items (a dry run: items that would be due)
     run_id: int | None = None
     duration_ms: int = 0
     changes: list[dict[str, Any]] = field(default_factory=list)  # the first CHANGE_LIST ones
@@ -54,7 +66,8 @@ class Summary:
     def line(self) -> str:
         return (
             f"{self.program} as of {self.as_of}: evaluated {self.evaluated}, upgraded {self.upgraded}, "
-            f"downgraded {self.downgraded}, unchanged {self.unchanged}, blacklisted {self.blacklisted}"
+            f"downgraded {self.downgraded}, unchanged {self.unchanged}, blacklisted {self.blacklisted}, "
+            f"benefits issued {self.benefits_issued}"
         )
 
 
@@ -75,6 +88,8 @@ class Outcome:
     reasons: list[dict[str, Any]]
     blacklist_reasons: list[dict[str, Any]]
     held_back_by: str | None
+    candidate: str | None = None
+    env: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 def decide_member(program: Program, held: Held, envs: list[dict[str, float]], as_of: dt.date) -> Outcome:
@@ -113,6 +128,8 @@ def decide_member(program: Program, held: Held, envs: list[dict[str, float]], as
         reasons=reasons,
         blacklist_reasons=hits,
         held_back_by=decision.held_back_by,
+        candidate=candidate,
+        env=env,
     )
 
 
@@ -137,6 +154,8 @@ def _driver(conn: Connection, program_key: str):
             ST.c.prev_status,
             ST.c.prev_level_since,
             ST.c.prev_promoted_on,
+            ST.c.prev_as_of,
+            ST.c.reward_met,
         )
         .join(Member.__table__, Member.__table__.c.id == EN.c.member_id)
         .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
@@ -187,6 +206,7 @@ def evaluate(
     dry_run: bool = False,
     on_batch: Callable[[], None] | None = None,
     now: dt.datetime | None = None,
+    batch_size: int = BATCH,
 ) -> Summary:
     """Evaluate every enrolled member of ``program`` as of ``as_of``."""
     started = time.perf_counter()
@@ -204,6 +224,7 @@ def evaluate(
         ).scalar_one()
         existing_changes = _changes_on(session, program.key, as_of)
     writer = _Writer(session, program, version, as_of, summary.run_id, now, existing_changes if not dry_run else {}, on_batch)
+    writer.batch_size = batch_size
 
     conn = _read_connection(session)
     try:
@@ -213,16 +234,30 @@ def evaluate(
                 p: _rank_tables(conn, program, calc, p) for p in periods
             }  # ranks of each period's population
         mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p)) for p in periods]
+        forecast_on = as_of + dt.timedelta(days=program.transitions.warn_days)
+        forecast = None
+        if program.transitions.warn_days and program.selection != "bands":
+            forecast = aggregates.Merger(aggregates.streams(conn, program.key, plan, forecast_on, data_until=as_of))
         for row in _driver(conn, program.key):
             held = _held(row, as_of)
+            rerun = row.as_of is not None and row.as_of == as_of
             stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
             envs = [calc.compute(m.take(row.member_id), ranks.get(p)) for m, p in zip(mergers, periods, strict=True)]
             outcome = decide_member(program, held, envs, as_of)
             _count(summary, program, stored, outcome, row.key)
-            if not dry_run:
-                writer.add(row.member_id, row.as_of is not None, held, outcome)
+            forecast_env = calc.compute(forecast.take(row.member_id)) if forecast else None
+            due = ledger.plan(program, held, outcome, as_of, row.prev_as_of if rerun else row.as_of, outcome.values,
+                              None if rerun else row.reward_met)
+            notes = notices.level_notes(program, held, outcome, as_of)
+            notes += notices.warnings(program, outcome, outcome.candidate, as_of, forecast_env)
+            if dry_run:
+                summary.benefits_issued += len(due.items)
+            else:
+                writer.add(row.member_id, row.as_of is not None, held, outcome, due, notes)
         if not dry_run:
             writer.flush()
+            summary.benefits_issued = writer.issued
+            expire_items(session, program.key, as_of, now)
     finally:
         conn.rollback()
         conn.close()
@@ -296,9 +331,16 @@ class _Writer:
         self.change_inserts: list[dict] = []
         self.change_updates: list[dict] = []
         self.change_deletes: list[int] = []
+        self.items: list[dict] = []
+        self.notes: list[dict] = []
+        self.tenure_closes: list[dict] = []
+        self.revoke_alls: list[dict] = []
         self.pending = 0
+        self.issued = 0
+        self.batch_size = BATCH
 
-    def add(self, member_id: int, exists: bool, held: Held, o: Outcome) -> None:
+    def add(self, member_id: int, exists: bool, held: Held, o: Outcome, due: ledger.LedgerPlan,
+            notes: list[dict]) -> None:
         row = {
             "m_id": member_id,
             "level": o.level,
@@ -317,8 +359,21 @@ class _Writer:
         level_changed = (o.level, o.sub_class) != (held.level, held.sub_class)
         self._change(member_id, "evaluation", level_changed, held, o, o.reasons)
         self._change(member_id, "blacklist", o.status != held.status, held, o, o.blacklist_reasons)
+        base = {"member_id": member_id, "program_key": self.program.key}
+        for item in due.items:
+            self.items.append({**base, **item, "created_at": self.now})
+            self.notes.append({**base, "kind": "benefit_issued" if item["state"] == "issued" else "benefit_available",
+                               "on": self.as_of, "dedup_key": f"benefit:{self.program.key}:{item['benefit_key']}:{item['tier']}:{item['period']}"[:160],
+                               "payload": {"benefit": item["benefit_key"], "level": item["level"], "quantity": item["quantity"],
+                                           "amount": item["amount"]}, "created_at": self.now})
+        for n in notes:
+            self.notes.append({**base, **n, "program_key": self.program.key, "created_at": self.now})
+        if due.close_tenure:
+            self.tenure_closes.append({"m_id": member_id, "b_level": o.level or "", "b_tenure": o.level_since or dt.date(1900, 1, 1)})
+        if due.revoke_all:
+            self.revoke_alls.append({"m_id": member_id})
         self.pending += 1
-        if self.pending >= BATCH:
+        if self.pending >= self.batch_size:
             self.flush()
 
     def _change(self, member_id: int, cause: str, changed: bool, held: Held, o: Outcome, reasons: list) -> None:
@@ -383,8 +438,63 @@ class _Writer:
             )
         if self.change_deletes:
             s.execute(delete(LC).where(LC.c.id.in_(self.change_deletes)))
+        self._flush_ledger()
         self.new_standings, self.standing_updates = [], []
         self.change_inserts, self.change_updates, self.change_deletes = [], [], []
+        self.items, self.notes, self.tenure_closes, self.revoke_alls = [], [], [], []
         self.pending = 0
         if self.on_batch:
             self.on_batch()
+
+    def _flush_ledger(self) -> None:
+        s, key, day = self.session, self.program.key, self.as_of
+        mine = (BI.c.member_id == bindparam("m_id")) & (BI.c.program_key == key) & (BI.c.tier != "grant")
+        other_tenure = ~((BI.c.level == bindparam("b_level")) & (BI.c.tenure == bindparam("b_tenure")))
+        # A level perk (auto, no amount, no expiry) ends with its tenure; money issued stays.
+        open_ = or_(*(BI.c.state == st for st in OPEN_STATES))  # no IN: these run as executemany
+        perk = (BI.c.state == "issued") & (BI.c.mode == "auto") & BI.c.amount.is_(None) & BI.c.expires_on.is_(None)
+        if self.tenure_closes:
+            s.execute(update(BI).where(mine, other_tenure, open_).values(state="revoked", closed_on=day),
+                      self.tenure_closes, execution_options={"synchronize_session": False})
+            s.execute(update(BI).where(mine, other_tenure, perk).values(state="expired", closed_on=day),
+                      self.tenure_closes, execution_options={"synchronize_session": False})
+        if self.revoke_alls:
+            s.execute(update(BI).where(mine, open_ | perk).values(state="revoked", closed_on=day),
+                      self.revoke_alls, execution_options={"synchronize_session": False})
+        if self.items:
+            stmt = _dialect(s).insert(BI).on_conflict_do_nothing(
+                index_elements=["member_id", "program_key", "benefit_key", "tier", "period"]).returning(BI.c.id)
+            self.issued += len(s.execute(stmt, self.items).all())
+        if self.notes:
+            s.execute(_dialect(s).insert(NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]), self.notes)
+
+
+def _dialect(session: Session):
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+
+
+def expire_items(session: Session, program_key: str, as_of: dt.date, now: dt.datetime) -> int:
+    """Items past their validity expire (an item expires *on* its expires_on); members hear
+    a week ahead. Set-based: two statements whatever the population."""
+    result = session.execute(
+        update(BI)
+        .where(BI.c.program_key == program_key, BI.c.state.in_(("available", "issued", "claimed")),
+               BI.c.expires_on.is_not(None), BI.c.expires_on <= as_of)
+        .values(state="expired", closed_on=as_of)
+    )
+    soon = session.execute(
+        select(BI.c.id, BI.c.member_id, BI.c.benefit_key, BI.c.expires_on, BI.c.state).where(
+            BI.c.program_key == program_key, BI.c.state.in_(("available", "issued", "claimed")),
+            BI.c.expires_on > as_of, BI.c.expires_on <= as_of + dt.timedelta(days=7))
+    ).all()
+    if soon:
+        session.execute(
+            _dialect(session).insert(NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]),
+            [{"member_id": r.member_id, "program_key": program_key, "kind": "benefit_expiring", "on": as_of,
+              "dedup_key": f"expiring:{r.id}", "payload": {"item": r.id, "benefit": r.benefit_key,
+                                                            "expires_on": r.expires_on.isoformat(), "state": r.state},
+              "created_at": now} for r in soon],
+        )
+    return result.rowcount or 0

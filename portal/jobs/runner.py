@@ -1,65 +1,172 @@
-"""The scheduler: APScheduler 3.11 running the jobs declared in definitions.py.
+"""The scheduler: APScheduler 3.11 ticking once a minute; each tick runs every job's due
+as-of dates in order (catching up after downtime), each (job, as-of) exactly once.
 
 Runs inside the web process (PORTAL_SCHEDULER=on, the demo) or alone (`portal scheduler`).
+A run is claimed by inserting its job_runs row (unique per job and as-of date); a run whose
+process died is taken over once its heartbeat is stale, and - the evaluation being
+idempotent - completes with no duplicate level change or benefit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
-from flask import Flask
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
-from .definitions import JobSpec, evaluation_jobs
+from ..models import JobRun
+from .definitions import JobSpec, jobs_for
+from .lock import LeaderLock
 
 log = logging.getLogger("portal.scheduler")
+JR = JobRun.__table__
+STALE = dt.timedelta(minutes=10)  # a running job without a heartbeat this long is dead
+MAX_ATTEMPTS = 3
 
 
-def run_evaluation(app: Flask, job: JobSpec, today: dt.date | None = None) -> None:
-    from ..engine.run import evaluate
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Scheduler:
+    """The job logic, independent of APScheduler (tests call ``tick`` with their own clock)."""
+
+    def __init__(self, factory: sessionmaker[Session], holder: str | None = None,
+                 clock: Callable[[], dt.datetime] | None = None):
+        self.factory = factory
+        self.holder = holder or holder_name()
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.lock = LeaderLock(factory.kw["bind"], self.holder)
+        self.batch_size: int | None = None
+        self.fault: Callable[[], None] | None = None  # tests: called after each committed batch
+
+    def jobs(self) -> list[JobSpec]:
+        from ..services import programs as ps
+
+        with self.factory() as s:
+            return jobs_for({k: p.cadence for k, (p, _) in ps.all_current(s).items()})
+
+    def tick(self) -> list[tuple[str, dt.date, str]]:
+        """Run what is due; returns (job, as_of, outcome) for each run attempted."""
+        now = self.clock()
+        if not self.lock.acquire(now):
+            return []
+        done: list[tuple[str, dt.date, str]] = []
+        for spec in self.jobs():
+            for as_of in spec.due_dates(self._last_done(spec.id), now):
+                outcome = self._run(spec, as_of)
+                done.append((spec.id, as_of, outcome))
+                if outcome in ("failed", "busy"):
+                    break  # later dates wait: rules need every period in order
+        return done
+
+    def _last_done(self, job: str) -> dt.date | None:
+        with self.factory() as s:
+            return s.scalar(select(func.max(JR.c.as_of)).where(JR.c.job == job, JR.c.status == "done"))
+
+    def _claim(self, job: str, as_of: dt.date) -> int | None:
+        """Our run id if we may run (job, as_of) now, else None."""
+        now = self.clock()
+        with self.factory() as s:
+            dialect = sqlite if s.get_bind().dialect.name == "sqlite" else postgresql
+            new = s.execute(
+                dialect.insert(JR).values(job=job, as_of=as_of, status="running", holder=self.holder, started_at=now,
+                                          heartbeat_at=now, attempts=1)
+                .on_conflict_do_nothing(index_elements=["job", "as_of"]).returning(JR.c.id)
+            ).scalar()
+            if new is not None:
+                s.commit()
+                return new
+            taken = s.execute(
+                update(JR)
+                .where(JR.c.job == job, JR.c.as_of == as_of, JR.c.attempts < MAX_ATTEMPTS,
+                       (JR.c.status == "failed") | ((JR.c.status == "running") & (JR.c.heartbeat_at < now - STALE)))
+                .values(status="running", holder=self.holder, heartbeat_at=now, attempts=JR.c.attempts + 1, error=None)
+                .returning(JR.c.id)
+            ).scalar()
+            s.commit()
+            return taken
+
+    def _run(self, spec: JobSpec, as_of: dt.date) -> str:
+        run_id = self._claim(spec.id, as_of)
+        if run_id is None:
+            with self.factory() as s:
+                status = s.scalar(select(JR.c.status).where(JR.c.job == spec.id, JR.c.as_of == as_of))
+            return "skipped" if status == "done" else "busy"
+        try:
+            counts = self._execute(spec, as_of, run_id)
+        except Exception as exc:  # recorded on the run; the scheduler keeps going
+            log.exception("job %s as of %s failed", spec.id, as_of)
+            with self.factory() as s:
+                s.execute(update(JR).where(JR.c.id == run_id).values(
+                    status="failed", finished_at=self.clock(), error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+                s.commit()
+            return "failed"
+        with self.factory() as s:
+            s.execute(update(JR).where(JR.c.id == run_id).values(status="done", finished_at=self.clock(), counts=counts))
+            s.commit()
+        log.info("job %s as of %s done: %s", spec.id, as_of, counts)
+        return "done"
+
+    def _execute(self, spec: JobSpec, as_of: dt.date, run_id: int) -> dict:
+        from ..engine.run import BATCH, evaluate, expire_items
+        from ..services import programs as ps
+
+        with self.factory() as s:
+            if spec.kind == "expire":
+                n = sum(expire_items(s, key, as_of, self.clock()) for key in ps.keys(s))
+                s.commit()
+                return {"expired": n}
+            program, version = ps.definition(s, spec.program)
+
+            def batch_done() -> None:
+                s.execute(update(JR).where(JR.c.id == run_id).values(heartbeat_at=self.clock()))
+                s.commit()
+                if self.fault:
+                    self.fault()
+
+            summary = evaluate(s, program, version, as_of, on_batch=batch_done, batch_size=self.batch_size or BATCH)
+            s.commit()
+            return {k: getattr(summary, k) for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted",
+                                                     "benefits_issued")}
+
+
+def _scheduler_for(app) -> Scheduler:
     from ..extensions import db
-    from ..services import programs as ps
 
-    as_of = job.as_of(today or dt.date.today())
-    with app.app_context(), db.factory() as session:
-        program, version = ps.definition(session, job.program)
-        summary = evaluate(session, program, version, as_of, on_batch=session.commit)
-        session.commit()
-        log.info("%s", summary.line())
+    return Scheduler(db.factory)
 
 
-def _jobs(app: Flask) -> list[JobSpec]:
-    from ..extensions import db
-    from ..services import programs as ps
+def _add_tick(aps, app) -> None:
+    scheduler = _scheduler_for(app)
 
-    with app.app_context(), db.factory() as session:
-        return evaluation_jobs({k: p.cadence for k, (p, _) in ps.all_current(session).items()})
+    def tick() -> None:
+        with app.app_context():
+            scheduler.tick()
 
-
-def _add_jobs(scheduler, app: Flask) -> None:
-    for job in _jobs(app):
-        trigger = (
-            CronTrigger(day=1, hour=job.hour, minute=job.minute)
-            if job.cadence == "monthly"
-            else CronTrigger(hour=job.hour, minute=job.minute)
-        )
-        scheduler.add_job(run_evaluation, trigger, args=(app, job), id=job.id, coalesce=True,
-                          max_instances=1, misfire_grace_time=3600, replace_existing=True)
+    aps.add_job(tick, IntervalTrigger(seconds=60), id="portal-tick", coalesce=True, max_instances=1,
+                next_run_time=dt.datetime.now(dt.UTC), replace_existing=True)
 
 
-def start_background(app: Flask) -> BackgroundScheduler:
-    scheduler = BackgroundScheduler(timezone="UTC")
-    _add_jobs(scheduler, app)
-    scheduler.start()
-    app.extensions["portal.scheduler"] = scheduler
-    return scheduler
+def start_background(app) -> BackgroundScheduler:
+    aps = BackgroundScheduler(timezone="UTC")
+    _add_tick(aps, app)
+    aps.start()
+    app.extensions["portal.scheduler"] = aps
+    return aps
 
 
-def run_blocking(app: Flask) -> None:
-    scheduler = BlockingScheduler(timezone="UTC")
-    _add_jobs(scheduler, app)
-    log.info("scheduler started with %d jobs", len(scheduler.get_jobs()))
-    scheduler.start()
+def run_blocking(app) -> None:
+    aps = BlockingScheduler(timezone="UTC")
+    _add_tick(aps, app)
+    log.info("scheduler started (%s)", holder_name())
+    aps.start()

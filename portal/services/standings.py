@@ -25,7 +25,10 @@ def member_by_key(session: Session, key: str) -> Member:
     return member
 
 
-def standing_json(program: Program, member: Member, standing: Standing | None, last_change: LevelChange | None) -> dict[str, Any]:
+def standing_json(program: Program, member: Member, standing: Standing | None, last_change: LevelChange | None,
+                  items: list | None = None) -> dict[str, Any]:
+    from .benefits import item_json
+
     level = standing.level if standing else None
     values = standing.values if standing else None
     return {
@@ -42,7 +45,7 @@ def standing_json(program: Program, member: Member, standing: Standing | None, l
         "next_level": rules.next_level(program, level),
         "reward_tasks_met": standing.reward_met if standing else None,
         "last_change": change_json(last_change) if last_change else None,
-        "benefits": [],
+        "benefits": [item_json(i) for i in items or []],
     }
 
 
@@ -88,8 +91,11 @@ def member_standings(session: Session, member_key: str, program_key: str | None 
         .order_by(LevelChange.on.desc(), LevelChange.id.desc())
     ):
         latest.setdefault(change.program_key, change)
+    from .benefits import items_of
+
+    items = items_of(session, member.id, enrolled)
     out = []
     for key in enrolled:
         program, _ = programs_service.definition(session, key)
-        out.append(standing_json(program, member, stored.get(key), latest.get(key)))
+        out.append(standing_json(program, member, stored.get(key), latest.get(key), items[key]))
     return out

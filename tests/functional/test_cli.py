@@ -97,7 +97,8 @@ def test_evaluate_prints_summary_and_dry_run_writes_nothing(ready, tmp_path, app
     assert count(app, Standing) == 0 and count(app, LevelChange) == 0 and count(app, EvaluationRun) == 0
     real = ready("evaluate", "--as-of", "2026-10-31")
     assert "creator as of 2026-10-31: evaluated 1, upgraded 1, downgraded 0, unchanged 0, blacklisted 0" in real.output
-    assert "evaluated 3, upgraded 3, downgraded 0, unchanged 0, blacklisted 0, benefits issued 0" in real.output
+    # creator LV1: identity_tag, extra_dispatch, square_booth; member silver: 5; scorecard D: 1
+    assert "evaluated 3, upgraded 3, downgraded 0, unchanged 0, blacklisted 0, benefits issued 9" in real.output
     again = ready("evaluate", "--as-of", "2026-10-31", "--program", "creator")
     assert "evaluated 1, upgraded 0, downgraded 0, unchanged 1" in again.output
 
