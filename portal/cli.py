@@ -408,8 +408,11 @@ def run_command(port: int, host: str) -> None:
 @with_appcontext
 def scheduler_command() -> None:
     """Run the scheduler alone (for deployments with several web workers)."""
+    import logging
+
     from .jobs.runner import run_blocking
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_blocking(current_app._get_current_object())
 
 
