@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..models import JobRun
+from ..models import EvaluationRun, JobRun
 from .definitions import JobSpec, jobs_for
 from .lock import LeaderLock
 
@@ -62,16 +62,25 @@ class Scheduler:
             return []
         done: list[tuple[str, dt.date, str]] = []
         for spec in self.jobs():
-            for as_of in spec.due_dates(self._last_done(spec.id), now):
+            for as_of in spec.due_dates(self._last_done(spec), now):
                 outcome = self._run(spec, as_of)
                 done.append((spec.id, as_of, outcome))
                 if outcome in ("failed", "busy"):
                     break  # later dates wait: rules need every period in order
         return done
 
-    def _last_done(self, job: str) -> dt.date | None:
+    def _last_done(self, spec: JobSpec) -> dt.date | None:
+        """The newest completed as-of date; for evaluations also those run by hand
+        (`portal evaluate`), so the scheduler never rewinds standings to an older date."""
         with self.factory() as s:
-            return s.scalar(select(func.max(JR.c.as_of)).where(JR.c.job == job, JR.c.status == "done"))
+            last = s.scalar(select(func.max(JR.c.as_of)).where(JR.c.job == spec.id, JR.c.status == "done"))
+            if spec.kind == "evaluate":
+                runs = EvaluationRun.__table__
+                manual = s.scalar(select(func.max(runs.c.as_of)).where(runs.c.program_key == spec.program,
+                                                                       runs.c.status == "done"))
+                if manual is not None and (last is None or manual > last):
+                    last = manual
+            return last
 
     def _claim(self, job: str, as_of: dt.date) -> int | None:
         """Our run id if we may run (job, as_of) now, else None."""
