@@ -31,13 +31,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     if not app.config.get("PORTAL_CLI"):
         config_module.check_secret(app.config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(app)
         app.config["SECRET_KEY_GENERATED"] = True  # `portal run` still insists on a real one
     app.config["SESSION_COOKIE_SECURE"] = not (app.debug or app.config.get("DEMO") or app.config.get("TESTING"))
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-
     register_extensions(app)
     register_blueprints(app)
     register_commands(app)
@@ -63,6 +62,9 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["RATELIMIT_STORAGE"])
     limiter.init_app(app)
+    from .web.catalogs import compile_catalogs
+
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(compile_catalogs(Path(app.instance_path) / "translations"))
     babel.init_app(app, locale_selector=_select_locale)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -71,6 +73,20 @@ def register_extensions(app: Flask) -> None:
     from flask_babel import get_locale
 
     app.jinja_env.globals["get_locale"] = get_locale
+
+    from .web import i18n
+
+    i18n.init_app(app)
+
+    @app.context_processor
+    def _unread() -> dict:
+        from flask_login import current_user
+
+        if getattr(current_user, "is_authenticated", False):
+            from .services.member_pages import unread_count
+
+            return {"unread": unread_count(db.session, current_user.id)}
+        return {"unread": 0}
 
 
 def _select_locale() -> str:

@@ -4,11 +4,11 @@ from dataclasses import dataclass
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import or_, select
 from wtforms import BooleanField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from ..extensions import db, limiter, login_manager
 from ..models import Member
@@ -83,3 +83,30 @@ def login():
 def logout():
     logout_user()
     return redirect(url_for("auth.login"))
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("current", validators=[DataRequired(), Length(max=1024)])
+    new = PasswordField("new", validators=[DataRequired(), Length(min=8, max=1024)])
+    confirm = PasswordField("confirm", validators=[DataRequired(), EqualTo("new")])
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    form = PasswordForm()
+    if request.method == "POST":
+        if "csrf_token" in (form.errors or {}) or not form.validate_on_submit():
+            if form.csrf_token.errors:
+                return render_template("auth/password.html", form=form), 400
+            flash(_("Check the form: the new password needs at least 8 characters and must be typed the same twice."), "error")
+            return render_template("auth/password.html", form=form), 400
+        member = db.session.get(Member, current_user.id)
+        if member is None or not verify(member.password_hash, form.current.data):
+            flash(_("Your current password is not right."), "error")
+            return render_template("auth/password.html", form=form), 400
+        member.password_hash = hash_password(form.new.data)
+        db.session.commit()
+        flash(_("Password changed."), "success")
+        return redirect(url_for("member.overview"), 303)
+    return render_template("auth/password.html", form=form)
