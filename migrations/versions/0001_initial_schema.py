@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 00:28:05.957940
+Create Date: 2026-11-23 00:45:07.732760
 """
 from alembic import op
 import sqlalchemy as sa
@@ -179,6 +179,11 @@ def upgrade() -> None:
     sa.Column('prev_score', sa.Double(), nullable=True),
     sa.Column('prev_values', sa.JSON(), nullable=True),
     sa.Column('program_version', sa.Integer(), nullable=False),
+    sa.Column('locked_level', sa.String(length=32), nullable=True),
+    sa.Column('lock_until', sa.Date(), nullable=True),
+    sa.Column('locked_by', sa.String(length=64), nullable=True),
+    sa.Column('lock_reason', sa.Text(), nullable=True),
+    sa.Column('blacklist_exempt_until', sa.Date(), nullable=True),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_standings_member_id_members'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['program_key'], ['programs.key'], name=op.f('fk_standings_program_key_programs')),
     sa.PrimaryKeyConstraint('member_id', 'program_key', name=op.f('pk_standings'))

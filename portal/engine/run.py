@@ -104,7 +104,7 @@ def decide_member(program: Program, held: Held, envs: list[dict[str, float]], as
     reasons = downgrade_reasons(program, held.level, decision.level, env) if decision.direction == "down" else []
     status = held.status
     hits: list[dict[str, Any]] = []
-    if status != "blacklisted":
+    if status != "blacklisted" and not held.blacklist_exempt:
         found = blacklist_hits(program, env)
         if found:
             status = "blacklisted"
@@ -156,6 +156,9 @@ def _driver(conn: Connection, program_key: str):
             ST.c.prev_promoted_on,
             ST.c.prev_as_of,
             ST.c.reward_met,
+            ST.c.locked_level,
+            ST.c.lock_until,
+            ST.c.blacklist_exempt_until,
         )
         .join(Member.__table__, Member.__table__.c.id == EN.c.member_id)
         .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
@@ -178,9 +181,16 @@ def _read_connection(session: Session) -> Connection:
 def _held(row, as_of: dt.date) -> Held:
     """The state to decide from: the stored standing, or - when this as-of date was already
     evaluated - the standing from before it, so a re-run repeats the first run's decision."""
+    locked = row.locked_level is not None and (row.lock_until is None or as_of <= row.lock_until)
+    exempt = row.blacklist_exempt_until is not None and as_of <= row.blacklist_exempt_until
+    if locked:
+        return Held(row.locked_level, row.sub_class, row.status or "active", row.level_since, row.promoted_on,
+                    locked=True, blacklist_exempt=exempt)
     if row.as_of is not None and row.as_of == as_of:
-        return Held(row.prev_level, row.prev_sub_class, row.prev_status or "active", row.prev_level_since, row.prev_promoted_on)
-    return Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
+        return Held(row.prev_level, row.prev_sub_class, row.prev_status or "active", row.prev_level_since,
+                    row.prev_promoted_on, blacklist_exempt=exempt)
+    return Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on,
+                blacklist_exempt=exempt)
 
 
 def _rank_tables(conn: Connection, program: Program, calc: Calculator, as_of: dt.date) -> dict[str, RankTable]:

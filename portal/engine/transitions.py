@@ -44,6 +44,8 @@ class Held:
     status: str = "active"
     level_since: dt.date | None = None
     promoted_on: dt.date | None = None
+    locked: bool = False  # staff set the level; evaluation does not move it
+    blacklist_exempt: bool = False  # staff lifted a blacklisting; its signals are ignored for now
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ def decide(program: Program, held: Held, candidate: str | None, earlier: list[st
     keep = Decision(current, held.level_since, held.promoted_on, "same")
     if held.status == "blacklisted":
         return Decision(current, held.level_since, held.promoted_on, "same", "blacklisted")
+    if held.locked:
+        return Decision(current, held.level_since, held.promoted_on, "same", "locked")
     if candidate == current:
         return keep
     if current is None:  # first rating: immediate, counts as a promotion

@@ -50,6 +50,13 @@ class Standing(Base):
     prev_score: Mapped[float | None] = mapped_column(Double)
     prev_values: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     program_version: Mapped[int] = mapped_column(Integer)
+    # A level set by staff: the scheduler does not move it until lock_until (null: until lifted).
+    locked_level: Mapped[str | None] = mapped_column(String(32))
+    lock_until: Mapped[dt.date | None] = mapped_column(Date)
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    lock_reason: Mapped[str | None] = mapped_column(Text)
+    # After staff lift a blacklisting, the same signals do not blacklist again until this date.
+    blacklist_exempt_until: Mapped[dt.date | None] = mapped_column(Date)
 
     __table_args__ = (
         Index("ix_standings_program_level", "program_key", "level", "sub_class"),
