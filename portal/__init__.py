@@ -103,9 +103,10 @@ def _select_locale() -> str:
 
 
 def register_blueprints(app: Flask) -> None:
-    from .web import auth, health, member
+    from .web import api, auth, health, member
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(member.bp)
 

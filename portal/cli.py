@@ -72,6 +72,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(run_command)
     app.cli.add_command(scheduler_command)
     app.cli.add_command(grant_command)
+    app.cli.add_command(tokens_group)
 
 
 def init_database(app: Flask) -> list:
@@ -438,3 +439,53 @@ def grant_command(member: str, benefit: str, program_key: str, reason: str, quan
             fail(exc.message)
         s.commit()
         click.echo(f"granted {benefit} x{item.quantity} to {member} in {program_key} (item {item.id}), by {by}")
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """API bearer tokens (only their hash is stored)."""
+
+
+@tokens_group.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["staff", "member"]), required=True)
+@click.option("--member", "member_key", default=None, help="The member a member token is for.")
+@with_appcontext
+def tokens_create(name: str, role: str, member_key: str | None) -> None:
+    """Print a new token (shown once)."""
+    from .services import tokens
+
+    with session() as s:
+        try:
+            token = tokens.create(s, name, role, member_key)
+        except ServiceError as exc:
+            s.rollback()
+            fail(exc.message)
+        s.commit()
+    click.echo(token)
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@with_appcontext
+def tokens_revoke(name: str) -> None:
+    from .services import tokens
+
+    with session() as s:
+        try:
+            tokens.revoke(s, name)
+        except ServiceError as exc:
+            fail(exc.message)
+        s.commit()
+    click.echo(f"token {name} revoked")
+
+
+@tokens_group.command("list")
+@with_appcontext
+def tokens_list() -> None:
+    from .services import tokens
+
+    with session() as s:
+        for t in tokens.listing(s):
+            state = "revoked" if t.revoked_at else "active"
+            click.echo(f"{t.name:<20} {t.role:<7} {t.prefix}...  {state}")

@@ -7,8 +7,10 @@ from .members import ROLES, SEGMENTS, Enrolment, Member
 from .metrics import MetricRow
 from .programs import Program, ProgramVersion
 from .standings import EvaluationRun, LevelChange, Standing
+from .tokens import ApiToken
 
 __all__ = [
+    "ApiToken",
     "AuditEntry",
     "BENEFIT_STATES",
     "BenefitItem",

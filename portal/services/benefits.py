@@ -142,9 +142,9 @@ def grant(session: Session, member_key: str, benefit_key: str, program_key: str,
         raise ServiceError("quantity must be at least 1")
     if amount is not None and amount < 0:
         raise ServiceError("amount cannot be negative")
-    staff = session.scalar(select(Member).where(Member.key == by))
-    if staff is None or staff.role not in ("staff", "admin"):
-        raise ServiceError(f"'{by}' is not a staff member", status=403)
+    from .staff import require_staff
+
+    staff = require_staff(session, by)
     member = member_by_key(session, member_key)
     programs_service.definition(session, program_key)  # unknown program -> NotFound
     item = BenefitItem(member_id=member.id, program_key=program_key, level=None, tenure=None, benefit_key=benefit_key,
@@ -160,3 +160,13 @@ def grant(session: Session, member_key: str, benefit_key: str, program_key: str,
                                                                    "amount": amount, "granted": True},
                              created_at=dt.datetime.now(dt.UTC)))
     return item
+
+
+def revoke_open_items(session: Session, member_id: int, program_key: str, today: dt.date) -> int:
+    """Blacklisting by staff: everything not yet the member's is revoked (money issued stays)."""
+    perk = (BI.c.state == "issued") & (BI.c.mode == "auto") & BI.c.amount.is_(None) & BI.c.expires_on.is_(None)
+    return session.execute(
+        update(BI).where(BI.c.member_id == member_id, BI.c.program_key == program_key, BI.c.tier != "grant",
+                         BI.c.state.in_(("available", "pending_review")) | perk)
+        .values(state="revoked", closed_on=today)
+    ).rowcount or 0

@@ -1,0 +1,217 @@
+"""Staff actions on one member - each with a required reason, each audited (who, when,
+what, before/after) - and the member search of the console."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from ..models import SEGMENTS, Enrolment, LevelChange, Member, MetricRow, Standing
+from . import NotFound, ServiceError
+from . import programs as programs_service
+from .audit import record
+from .standings import member_by_key
+
+
+def require_staff(session: Session, by: str) -> Member | SimpleNamespace:
+    """The acting staff member. ``token:NAME`` is an API token the caller already checked
+    (member keys cannot contain ':')."""
+    if by.startswith("token:"):
+        return SimpleNamespace(key=by, role="staff")
+    staff = session.scalar(select(Member).where(Member.key == by))
+    if staff is None or staff.role not in ("staff", "admin"):
+        raise ServiceError(f"'{by}' is not a staff member", status=403)
+    return staff
+
+
+def _reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("a reason is required")
+    if len(reason) > 2000:
+        raise ServiceError("the reason is longer than 2,000 characters")
+    return reason
+
+
+def _standing(session: Session, member: Member, program_key: str) -> Standing:
+    programs_service.definition(session, program_key)
+    if session.get(Enrolment, (member.id, program_key)) is None:
+        raise NotFound(f"member '{member.key}' is not enrolled in program '{program_key}'")
+    st = session.get(Standing, (member.id, program_key), with_for_update=True)
+    if st is None:
+        raise ServiceError(f"member '{member.key}' has not been evaluated in '{program_key}' yet", status=409)
+    return st
+
+
+def _snapshot(st: Standing) -> dict[str, Any]:
+    return {"level": st.level, "sub_class": st.sub_class, "status": st.status, "locked_level": st.locked_level,
+            "lock_until": st.lock_until.isoformat() if st.lock_until else None}
+
+
+def _change(session: Session, st: Standing, cause: str, before: dict[str, Any], today: dt.date, by: str,
+            reason: str) -> None:
+    program, version = programs_service.definition(session, st.program_key)
+    rank_from, rank_to = program.rank(before["level"]), program.rank(st.level)
+    direction = "up" if rank_to > rank_from else "down" if rank_to < rank_from else "same"
+    existing = session.scalar(select(LevelChange).where(
+        LevelChange.member_id == st.member_id, LevelChange.program_key == st.program_key,
+        LevelChange.on == today, LevelChange.cause == cause))
+    reasons = [{"key": "staff", "by": by, "reason": reason}]
+    if existing is not None:  # one net change per member, program, date and cause
+        existing.to_level, existing.to_sub_class, existing.to_status = st.level, st.sub_class, st.status
+        existing.reasons, existing.direction = reasons, direction
+        return
+    session.add(LevelChange(member_id=st.member_id, program_key=st.program_key, on=today,
+                            from_level=before["level"], to_level=st.level, from_sub_class=before["sub_class"],
+                            to_sub_class=st.sub_class, from_status=before["status"], to_status=st.status,
+                            direction=direction, cause=cause, reasons=reasons, program_version=version,
+                            created_at=dt.datetime.now(dt.UTC)))
+
+
+def override_level(session: Session, by: str, member_key: str, program_key: str, level: str | None,
+                   reason: str, today: dt.date, until: dt.date | None = None) -> Standing:
+    """Set and lock a level (Discourse-style): evaluation leaves it until ``until`` or a lift."""
+    staff = require_staff(session, by)
+    reason = _reason(reason)
+    member = member_by_key(session, member_key)
+    st = _standing(session, member, program_key)
+    program, _ = programs_service.definition(session, program_key)
+    if level is not None and program.level(level) is None:
+        raise ServiceError(f"program '{program_key}' has no level '{level}' (levels: {', '.join(program.level_keys)})")
+    if until is not None and until < today:
+        raise ServiceError("the lock's end date is in the past")
+    before = _snapshot(st)
+    if st.level != level:
+        st.level_since = today
+        if program.rank(level) > program.rank(st.level):
+            st.promoted_on = today
+    st.level, st.locked_level, st.lock_until = level, level, until
+    st.locked_by, st.lock_reason = staff.key, reason
+    session.flush()
+    _change(session, st, "override", before, today, staff.key, reason)
+    record(session, staff.key, "level.override", member_id=member.id, program_key=program_key, reason=reason,
+           before=before, after=_snapshot(st))
+    return st
+
+
+def lift_lock(session: Session, by: str, member_key: str, program_key: str, reason: str) -> Standing:
+    staff = require_staff(session, by)
+    reason = _reason(reason)
+    member = member_by_key(session, member_key)
+    st = _standing(session, member, program_key)
+    if st.locked_level is None:
+        raise ServiceError("the level is not locked", status=409)
+    before = _snapshot(st)
+    st.locked_level = st.lock_until = st.locked_by = st.lock_reason = None
+    record(session, staff.key, "level.unlock", member_id=member.id, program_key=program_key, reason=reason,
+           before=before, after=_snapshot(st))
+    return st
+
+
+def set_blacklist(session: Session, by: str, member_key: str, program_key: str, on: bool, reason: str,
+                  today: dt.date, exempt_days: int = 62) -> Standing:
+    """Blacklist at once, or lift (the same signals are then ignored for ``exempt_days``)."""
+    from .benefits import revoke_open_items
+
+    staff = require_staff(session, by)
+    reason = _reason(reason)
+    member = member_by_key(session, member_key)
+    st = _standing(session, member, program_key)
+    want = "blacklisted" if on else "active"
+    if st.status == want:
+        raise ServiceError(f"member '{member_key}' is already {want} in '{program_key}'", status=409)
+    before = _snapshot(st)
+    st.status = want
+    st.blacklist_exempt_until = None if on else today + dt.timedelta(days=exempt_days)
+    session.flush()
+    _change(session, st, "blacklist" if on else "lift", before, today, staff.key, reason)
+    if on:
+        revoke_open_items(session, member.id, program_key, today)
+    record(session, staff.key, "member.blacklist" if on else "member.lift", member_id=member.id,
+           program_key=program_key, reason=reason, before=before, after=_snapshot(st))
+    return st
+
+
+def record_dispatch(session: Session, by: str, member_key: str, day: dt.date, reason: str,
+                    count: int = 1) -> int:
+    """Staff record submission tasks dispatched to a creator (they count against the quota)."""
+    staff = require_staff(session, by)
+    reason = _reason(reason)
+    if not 1 <= count <= 100:
+        raise ServiceError("count must be between 1 and 100")
+    member = member_by_key(session, member_key)
+    for _ in range(count):
+        session.add(MetricRow(member_id=member.id, metric="dispatch", date=day, value=1, kind="staff"))
+    record(session, staff.key, "creator.dispatch", member_id=member.id, program_key="creator", reason=reason,
+           after={"date": day.isoformat(), "count": count})
+    return count
+
+
+def edit_segments(session: Session, by: str, member_key: str, values: dict[str, str | None], reason: str) -> Member:
+    staff = require_staff(session, by)
+    reason = _reason(reason)
+    member = member_by_key(session, member_key)
+    before = {k: getattr(member, k) for k in SEGMENTS}
+    for key, value in values.items():
+        if key not in SEGMENTS:
+            raise ServiceError(f"unknown segment '{key}' (business_type, industry, scale)")
+        value = (value or "").strip() or None
+        if value and len(value) > (32 if key == "scale" else 64):
+            raise ServiceError(f"{key} is too long")
+        setattr(member, key, value)
+    record(session, staff.key, "member.segments", member_id=member.id, reason=reason, before=before,
+           after={k: getattr(member, k) for k in SEGMENTS})
+    return member
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchFilter:
+    program: str | None = None
+    level: str | None = None
+    sub_class: str | None = None
+    status: str | None = None
+    business_type: str | None = None
+    industry: str | None = None
+    scale: str | None = None
+    text: str | None = None  # key, name or email prefix
+
+
+def search_query(f: SearchFilter) -> Select:
+    """Members matching the filter, ordered by id (keyset pagination: ``after`` an id)."""
+    stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, Member.business_type,
+                  Member.industry, Member.scale)
+    if f.program:
+        stmt = stmt.add_columns(Standing.level, Standing.sub_class, Standing.status, Standing.score).join(
+            Enrolment, and_(Enrolment.member_id == Member.id, Enrolment.program_key == f.program)
+        ).outerjoin(Standing, and_(Standing.member_id == Member.id, Standing.program_key == f.program))
+        if f.level:
+            stmt = stmt.where(Standing.level == f.level) if f.level != "-" else stmt.where(Standing.level.is_(None))
+        if f.sub_class:
+            stmt = stmt.where(Standing.sub_class == f.sub_class)
+        if f.status:
+            stmt = stmt.where(Standing.status == f.status)
+    for seg in SEGMENTS:
+        value = getattr(f, seg)
+        if value:
+            stmt = stmt.where(getattr(Member, seg) == value)
+    if f.text:
+        t = f.text.strip()
+        stmt = stmt.where(or_(Member.key.startswith(t, autoescape=True), Member.email.startswith(t.lower(), autoescape=True),
+                              Member.name.startswith(t, autoescape=True)))
+    return stmt.order_by(Member.id)
+
+
+def search(session: Session, f: SearchFilter, after: int | None = None, limit: int = 50) -> list[Any]:
+    stmt = search_query(f)
+    if after is not None:
+        stmt = stmt.where(Member.id > after)
+    return list(session.execute(stmt.limit(limit)).all())
+
