@@ -103,10 +103,11 @@ def _select_locale() -> str:
 
 
 def register_blueprints(app: Flask) -> None:
-    from .web import api, auth, health, member
+    from .web import api, auth, health, member, staff
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(staff.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(member.bp)
 
