@@ -57,8 +57,19 @@ class LoginForm(FlaskForm):
     remember = BooleanField("remember")
 
 
+def _login_account() -> str:
+    return "account:" + (request.form.get("username") or "").strip().lower()[:254]
+
+
+def _failed(response) -> bool:
+    return response.status_code == 401
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per minute", methods=["POST"])
+# Per address: 20 tries a minute. Per account: 10 *failed* tries in 15 minutes, checked before
+# the password is hashed - so 100 failed logins against one account cost at most 10 hashes.
+@limiter.limit("20 per minute", methods=["POST"])
+@limiter.limit("10 per 15 minutes", methods=["POST"], key_func=_login_account, deduct_when=_failed)
 def login():
     form = LoginForm()
     if form.validate_on_submit():

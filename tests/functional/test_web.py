@@ -74,3 +74,32 @@ def test_serving_without_a_secret_key_is_refused(db_url, tmp_path, monkeypatch):
     app.instance_path = str(tmp_path)
     result = app.test_cli_runner().invoke(args=["run", "--port", "1"])
     assert result.exit_code == 1 and "PORTAL_SECRET_KEY is not set" in result.output
+
+
+def test_failed_logins_against_one_account_are_limited_before_hashing(ready, app, tmp_path, monkeypatch):
+    ready("import", "members", write(tmp_path, "m.csv", MEMBERS))
+    from portal.web import auth
+
+    hashes = []
+    real = auth.verify
+    monkeypatch.setattr(auth, "verify", lambda stored, pw: hashes.append(1) or real(stored, pw))
+    statuses = []
+    for i in range(30):  # from several addresses: the per-account limit still holds
+        client = app.test_client()
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        r = client.post("/login", data={"username": "c1", "password": f"wrong-{i}", "csrf_token": token},
+                        environ_base={"REMOTE_ADDR": f"10.0.0.{i}"})
+        statuses.append(r.status_code)
+    assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {429}
+    assert len(hashes) == 10
+    assert "Traceback" not in r.get_data(as_text=True)
+
+
+def test_security_headers_on_pages(ready, app):
+    r = app.test_client().get("/login")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "object-src 'none'" in csp and "base-uri 'none'" in csp
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp.split("style-src-attr")[0]
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    assert "<script" not in r.get_data(as_text=True)
