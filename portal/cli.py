@@ -73,6 +73,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(scheduler_command)
     app.cli.add_command(grant_command)
     app.cli.add_command(tokens_group)
+    app.cli.add_command(webhooks_group)
 
 
 def init_database(app: Flask) -> list:
@@ -309,6 +310,7 @@ def programs_load(file: str, by: str, note: str | None) -> None:
 def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, as_json: bool) -> None:
     """Evaluate levels as of a date and record changes with reasons."""
     from .engine.run import evaluate
+    from .jobs.runner import queue_webhooks
     from .services import programs as ps
 
     day = parse_date(as_of)
@@ -323,6 +325,8 @@ def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, 
             program, version = ps.definition(s, key)
             summary = evaluate(s, program, version, day, dry_run=dry_run, on_batch=None if dry_run else s.commit)
             if not dry_run:
+                s.commit()
+                queue_webhooks(s, summary)
                 s.commit()
             out.append(summary)
     if as_json:
@@ -489,3 +493,37 @@ def tokens_list() -> None:
         for t in tokens.listing(s):
             state = "revoked" if t.revoked_at else "active"
             click.echo(f"{t.name:<20} {t.role:<7} {t.prefix}...  {state}")
+
+
+@click.group("webhooks")
+def webhooks_group() -> None:
+    """Signed JSON POSTs to integrators on level changes and benefits issued."""
+
+
+@webhooks_group.command("add")
+@click.argument("url")
+@click.option("--events", default="level_change benefit_issued", show_default=True)
+@click.option("--secret", default=None, help="HMAC key (default: a new random one, printed once).")
+@with_appcontext
+def webhooks_add(url: str, events: str, secret: str | None) -> None:
+    from .services.webhooks import add_endpoint
+
+    with session() as s:
+        try:
+            ep, key = add_endpoint(s, url, events.replace(",", " ").split(), secret)
+        except ServiceError as exc:
+            fail(exc.message)
+        s.commit()
+        click.echo(f"endpoint {ep.id}: {url} ({ep.events}); signing secret: {key}")
+
+
+@webhooks_group.command("deliver")
+@with_appcontext
+def webhooks_deliver() -> None:
+    """Send the deliveries that are due now (the scheduler does this every minute)."""
+    from .services.webhooks import deliver_due
+
+    with session() as s:
+        out = deliver_due(s, dt.datetime.now(dt.UTC))
+        s.commit()
+    click.echo(f"delivered {out['delivered']}, to retry {out['retry']}, failed {out['failed']}")

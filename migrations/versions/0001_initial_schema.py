@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 00:48:10.318796
+Create Date: 2026-11-23 00:50:23.362646
 """
 from alembic import op
 import sqlalchemy as sa
@@ -61,6 +61,15 @@ def upgrade() -> None:
     sa.Column('holder', sa.String(length=128), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_scheduler_lease'))
+    )
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('url', sa.String(length=500), nullable=False),
+    sa.Column('secret', sa.String(length=128), nullable=False),
+    sa.Column('events', sa.String(length=200), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
     )
     op.create_table('api_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -207,6 +216,24 @@ def upgrade() -> None:
         batch_op.create_index('ix_standings_program_level', ['program_key', 'level', 'sub_class'], unique=False)
         batch_op.create_index('ix_standings_program_status', ['program_key', 'status'], unique=False)
 
+    op.create_table('webhook_deliveries',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('endpoint_id', sa.Integer(), nullable=False),
+    sa.Column('event', sa.String(length=32), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_status_code', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries'))
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
+
     op.create_table('level_changes',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('member_id', sa.Integer(), nullable=False),
@@ -283,6 +310,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_level_changes_program_on')
 
     op.drop_table('level_changes')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_due')
+
+    op.drop_table('webhook_deliveries')
     with op.batch_alter_table('standings', schema=None) as batch_op:
         batch_op.drop_index('ix_standings_program_status')
         batch_op.drop_index('ix_standings_program_level')
@@ -312,6 +343,7 @@ def downgrade() -> None:
 
     op.drop_table('audit_log')
     op.drop_table('api_tokens')
+    op.drop_table('webhook_endpoints')
     op.drop_table('scheduler_lease')
     op.drop_table('programs')
     with op.batch_alter_table('members', schema=None) as batch_op:

@@ -58,6 +58,7 @@ class Summary:
     blacklisted: int = 0
     benefits_issued: int = 0  # new ledger items (a dry run: items that would be due)
     run_id: int | None = None
+    started_at: dt.datetime | None = None  # the run's clock: items and changes it wrote carry it
     duration_ms: int = 0
     changes: list[dict[str, Any]] = field(default_factory=list)  # the first CHANGE_LIST ones
 
@@ -221,7 +222,7 @@ def evaluate(
     """Evaluate every enrolled member of ``program`` as of ``as_of``."""
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
-    summary = Summary(program.key, as_of, version, dry_run)
+    summary = Summary(program.key, as_of, version, dry_run, started_at=now)
     calc = Calculator(program)
     plan = aggregates.plan(program)
     periods = _periods(program, as_of)

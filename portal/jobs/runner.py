@@ -61,6 +61,7 @@ class Scheduler:
         if not self.lock.acquire(now):
             return []
         done: list[tuple[str, dt.date, str]] = []
+        self.deliver_webhooks(now)
         for spec in self.jobs():
             for as_of in spec.due_dates(self._last_done(spec), now):
                 outcome = self._run(spec, as_of)
@@ -68,6 +69,14 @@ class Scheduler:
                 if outcome in ("failed", "busy"):
                     break  # later dates wait: rules need every period in order
         return done
+
+    def deliver_webhooks(self, now: dt.datetime) -> dict[str, int]:
+        from ..services.webhooks import deliver_due
+
+        with self.factory() as s:
+            out = deliver_due(s, now)
+            s.commit()
+        return out
 
     def _last_done(self, spec: JobSpec) -> dt.date | None:
         """The newest completed as-of date; for evaluations also those run by hand
@@ -145,8 +154,19 @@ class Scheduler:
 
             summary = evaluate(s, program, version, as_of, on_batch=batch_done, batch_size=self.batch_size or BATCH)
             s.commit()
+            queue_webhooks(s, summary)
+            s.commit()
             return {k: getattr(summary, k) for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted",
                                                      "benefits_issued")}
+
+
+def queue_webhooks(session: Session, summary) -> int:
+    """Level changes and benefits of a finished run, queued for the configured webhooks."""
+    from ..services.webhooks import enqueue_run
+
+    if summary.run_id is None or summary.started_at is None:
+        return 0
+    return enqueue_run(session, summary.run_id, summary.program, summary.started_at, dt.datetime.now(dt.UTC))
 
 
 def _scheduler_for(app) -> Scheduler:

@@ -8,6 +8,7 @@ from .metrics import MetricRow
 from .programs import Program, ProgramVersion
 from .standings import EvaluationRun, LevelChange, Standing
 from .tokens import ApiToken
+from .webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiToken",
@@ -29,4 +30,6 @@ __all__ = [
     "ROLES",
     "SEGMENTS",
     "Standing",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
