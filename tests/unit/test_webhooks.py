@@ -69,7 +69,7 @@ def test_level_change_and_benefits_are_posted_signed(world, receiver):
     assert (change["member"], change["program"], change["from"], change["to"]) == ("c1", "creator", None, "LV1")
     assert sorted(e["benefit"] for e in events if e["event"] == "benefit_issued") == [
         "extra_dispatch", "identity_tag", "square_booth"]
-    for payload, body, headers in got:
+    for _payload, body, headers in got:
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Portal-Signature"] == expected
     assert deliver_due(world.s, NOW)["delivered"] == 0  # nothing twice
