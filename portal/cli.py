@@ -309,7 +309,7 @@ def programs_load(file: str, by: str, note: str | None) -> None:
 @with_appcontext
 def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, as_json: bool) -> None:
     """Evaluate levels as of a date and record changes with reasons."""
-    from .engine.run import evaluate
+    from .engine.run import HistoryError, evaluate
     from .jobs.runner import queue_webhooks
     from .services import programs as ps
 
@@ -323,7 +323,11 @@ def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, 
             keys = [program_key]
         for key in keys:
             program, version = ps.definition(s, key)
-            summary = evaluate(s, program, version, day, dry_run=dry_run, on_batch=None if dry_run else s.commit)
+            try:
+                summary = evaluate(s, program, version, day, dry_run=dry_run, on_batch=None if dry_run else s.commit)
+            except HistoryError as exc:
+                s.rollback()
+                fail(str(exc))
             if not dry_run:
                 s.commit()
                 queue_webhooks(s, summary)

@@ -26,6 +26,7 @@ class LedgerPlan:
     items: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     close_tenure: bool = False  # revoke open items / end auto items of other tenures
+    reopen_tenure: bool = False  # a same-day re-run undid a tenure change: restore what it closed
     revoke_all: bool = False  # blacklisted: revoke everything not yet the member's
 
 
@@ -58,10 +59,16 @@ def is_quarter_end(day: dt.date) -> bool:
 
 
 def plan(program: Program, before: Any, after: Any, as_of: dt.date, last_as_of: dt.date | None,
-         values: dict[str, Any], reward_met_before: bool | None) -> LedgerPlan:
+         values: dict[str, Any], reward_met_before: bool | None, stored: Any = None) -> LedgerPlan:
     """``before``/``after`` have level, level_since and status; ``last_as_of`` is the date
-    the member was last evaluated (None: never)."""
+    the member was last evaluated (None: never). ``stored`` is the standing as stored when
+    this is a same-day re-run: if that run changed the tenure and this one does not, its
+    items are closed and what it closed is restored."""
     out = LedgerPlan()
+    if stored is not None and (stored.level, stored.level_since) != (after.level, after.level_since) \
+            and (stored.level, stored.level_since) != (before.level, before.level_since):
+        out.close_tenure = True
+        out.reopen_tenure = (after.level, after.level_since) == (before.level, before.level_since)
     level, since = after.level, after.level_since
     if after.status == "blacklisted":
         if before.status != "blacklisted":

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -43,6 +43,10 @@ EN = Enrolment.__table__
 BATCH = 20_000
 # Copied to prev_* when a standing moves to a later as-of date.
 PREV_COLUMNS = ("level", "sub_class", "status", "level_since", "promoted_on", "as_of", "score", "values")
+
+
+class HistoryError(ValueError):
+    """An evaluation that would go back before dates already evaluated."""
 
 
 @dataclass
@@ -228,6 +232,13 @@ def evaluate(
     periods = _periods(program, as_of)
 
     if not dry_run:
+        latest = session.scalar(select(func.max(ST.c.as_of)).where(ST.c.program_key == program.key))
+        if latest is not None and latest > as_of:
+            raise HistoryError(
+                f"'{program.key}' is already evaluated as of {latest}; evaluating {as_of} now would rewrite the "
+                f"history after it. Use --dry-run to look at {as_of}, or rebuild the history date by date "
+                f"on a fresh database."
+            )
         summary.run_id = session.execute(
             insert(EvaluationRun.__table__)
             .values(program_key=program.key, program_version=version, as_of=as_of, started_at=now, status="running")
@@ -258,7 +269,7 @@ def evaluate(
             _count(summary, program, stored, outcome, row.key)
             forecast_env = calc.compute(forecast.take(row.member_id)) if forecast else None
             due = ledger.plan(program, held, outcome, as_of, row.prev_as_of if rerun else row.as_of, outcome.values,
-                              None if rerun else row.reward_met)
+                              None if rerun else row.reward_met, stored if rerun else None)
             notes = notices.level_notes(program, held, outcome, as_of)
             notes += notices.warnings(program, outcome, outcome.candidate, as_of, forecast_env)
             if dry_run:
@@ -345,6 +356,7 @@ class _Writer:
         self.items: list[dict] = []
         self.notes: list[dict] = []
         self.tenure_closes: list[dict] = []
+        self.tenure_reopens: list[dict] = []
         self.revoke_alls: list[dict] = []
         self.pending = 0
         self.issued = 0
@@ -381,6 +393,8 @@ class _Writer:
             self.notes.append({**base, **n, "program_key": self.program.key, "created_at": self.now})
         if due.close_tenure:
             self.tenure_closes.append({"m_id": member_id, "b_level": o.level or "", "b_tenure": o.level_since or dt.date(1900, 1, 1)})
+        if due.reopen_tenure and o.level is not None:
+            self.tenure_reopens.append({"m_id": member_id, "b_level": o.level, "b_tenure": o.level_since})
         if due.revoke_all:
             self.revoke_alls.append({"m_id": member_id})
         self.pending += 1
@@ -453,6 +467,7 @@ class _Writer:
         self.new_standings, self.standing_updates = [], []
         self.change_inserts, self.change_updates, self.change_deletes = [], [], []
         self.items, self.notes, self.tenure_closes, self.revoke_alls = [], [], [], []
+        self.tenure_reopens = []
         self.pending = 0
         if self.on_batch:
             self.on_batch()
@@ -469,6 +484,14 @@ class _Writer:
                       self.tenure_closes, execution_options={"synchronize_session": False})
             s.execute(update(BI).where(mine, other_tenure, perk).values(state="expired", closed_on=day),
                       self.tenure_closes, execution_options={"synchronize_session": False})
+        if self.tenure_reopens:
+            this_tenure = (BI.c.level == bindparam("b_level")) & (BI.c.tenure == bindparam("b_tenure"))
+            closed_today = BI.c.closed_on == day
+            perk_closed = (BI.c.state == "expired") & (BI.c.mode == "auto") & BI.c.amount.is_(None) & BI.c.expires_on.is_(None)
+            s.execute(update(BI).where(mine, this_tenure, closed_today, perk_closed | (BI.c.state == "revoked"))
+                      .values(state=case((BI.c.mode == "auto", "issued"), (BI.c.request_text.is_not(None), "pending_review"),
+                                         else_="available"), closed_on=None),
+                      self.tenure_reopens, execution_options={"synchronize_session": False})
         if self.revoke_alls:
             s.execute(update(BI).where(mine, open_ | perk).values(state="revoked", closed_on=day),
                       self.revoke_alls, execution_options={"synchronize_session": False})

@@ -147,6 +147,10 @@ def grant(session: Session, member_key: str, benefit_key: str, program_key: str,
     staff = require_staff(session, by)
     member = member_by_key(session, member_key)
     programs_service.definition(session, program_key)  # unknown program -> NotFound
+    from ..models import Enrolment
+
+    if session.get(Enrolment, (member.id, program_key)) is None:
+        raise NotFound(f"member '{member_key}' is not enrolled in program '{program_key}'")
     item = BenefitItem(member_id=member.id, program_key=program_key, level=None, tenure=None, benefit_key=benefit_key,
                        tier="grant", mode="auto", state="issued", quantity=quantity, amount=amount, value=None,
                        due_on=today, issued_on=today, period=f"grant:{uuid.uuid4().hex}", granted_by=staff.key, reason=reason,

@@ -112,7 +112,7 @@ def runs_chart(runs: list[RunRow], width: int = 480, height: int = 110) -> str:
     mid = height / 2
     slot = width / len(runs)
     bar = max(2.0, min(24.0, slot - 4))
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" height="{height}" role="img" class="runs" '
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" height="{height}" role="img" class="runs" preserveAspectRatio="xMinYMid meet" '
              f'aria-label="upgrades and downgrades per evaluation run">']
     for i, r in enumerate(runs):
         x = i * slot + (slot - bar) / 2

@@ -1,11 +1,47 @@
-"""The staff console under /staff/ (role staff or admin)."""
+"""The staff console under /staff/ (role staff or admin): dashboard, member search and
+export, a member's file with the staff actions, the review queue, programs with what-if
+simulations, and the audit log. Views are thin: queries live in services/dashboards.py and
+services/simulation.py, actions in the existing services (each audited, a reason required).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from markupsafe import Markup
+from sqlalchemy import select
+from wtforms import DateField, FloatField, IntegerField, StringField, TextAreaField
+from wtforms.validators import NumberRange, Optional
+
+from ..extensions import db
+from ..models import SEGMENTS, Member
+from ..services import NotFound, ServiceError, dashboards, simulation
+from ..services import benefits as benefits_service
+from ..services import programs as programs_service
+from ..services import staff as staff_service
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
+PAGE = 50
+AUDIT_PAGE = 100
 
 
 @bp.before_request
@@ -15,6 +51,441 @@ def _staff_only():
         abort(403)
 
 
+# -- forms (CSRF via FlaskForm; the services validate the values) ------------------------------
+
+
+class ReasonForm(FlaskForm):
+    reason = TextAreaField("reason")
+
+
+class GrantForm(ReasonForm):
+    benefit = StringField("benefit")
+    program = StringField("program")
+    quantity = IntegerField("quantity", default=1, validators=[Optional(), NumberRange(min=1, max=100_000)])
+    amount = FloatField("amount", validators=[Optional(), NumberRange(min=0)])
+
+
+class OverrideForm(ReasonForm):
+    program = StringField("program")
+    level = StringField("level")  # "-": not yet rated
+    until = DateField("until", validators=[Optional()])
+
+
+class ProgramForm(ReasonForm):
+    """Lift a lock; blacklist or lift (``action`` on / off)."""
+
+    program = StringField("program")
+    action = StringField("action")  # on | off (not a HiddenField: hidden_tag() would repeat it)
+
+
+class DispatchForm(ReasonForm):
+    day = DateField("day", validators=[Optional()])
+    count = IntegerField("count", default=1, validators=[Optional()])
+
+
+class SegmentsForm(ReasonForm):
+    business_type = StringField("business_type")
+    industry = StringField("industry")
+    scale = StringField("scale")
+
+
+class ReviewForm(FlaskForm):
+    decision = StringField("decision")  # approve | reject
+    note = TextAreaField("note")
+
+
+class SimulationForm(FlaskForm):
+    mode = StringField("mode", default="scale")
+    percent = FloatField("percent", default=-20, validators=[Optional()])
+    path = StringField("path")
+    value = FloatField("value", validators=[Optional()])
+    as_of = DateField("as_of", validators=[Optional()])
+
+
+class PublishForm(SimulationForm):
+    reason = TextAreaField("reason")
+
+
+def _valid(form: FlaskForm) -> bool:
+    """A missing or bad CSRF token is a 400; other field errors are flashed."""
+    if form.validate_on_submit():
+        return True
+    if "csrf_token" in form.errors or request.method != "POST":
+        abort(400)
+    for name, errors in form.errors.items():
+        flash(f"{name}: {'; '.join(str(e) for e in errors)}", "error")
+    return False
+
+
+def _run(action: Callable[[], Any], success: str) -> bool:
+    """Service -> commit -> flash; a refusal is flashed (no stack trace) and rolled back."""
+    try:
+        action()
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return False
+    flash(success, "success")
+    return True
+
+
+def _today() -> dt.date:
+    return dt.date.today()
+
+
+def _me() -> Member:
+    me = db.session.get(Member, current_user.id)
+    if me is None:
+        abort(403)
+    return me
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+
 @bp.get("/")
 def home():
-    return "staff console"
+    s = db.session
+    runs = dashboards.evaluation_runs(s)
+    try:
+        churn = dashboards.churn_warnings(s, "scorecard")
+    except NotFound:
+        churn = []
+    return render_template(
+        "staff/home.html", distribution=dashboards.level_distribution(s), runs=runs,
+        charts={k: Markup(dashboards.runs_chart(v)) for k, v in runs.items()},
+        benefits=dashboards.benefit_counts(s), jobs=dashboards.job_runs(s), churn=churn,
+        pending=len(dashboards.review_queue(s, dt.datetime.now())))
+
+
+# -- members ----------------------------------------------------------------------------------
+
+
+def _filter() -> staff_service.SearchFilter:
+    args = request.args
+    return staff_service.SearchFilter(**{k: (args.get(k) or "").strip() or None for k in (
+        "program", "level", "sub_class", "status", "business_type", "industry", "scale", "text")})
+
+
+def _int_arg(name: str) -> int | None:
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+@bp.get("/members")
+def members():
+    f = _filter()
+    after = _int_arg("after")
+    rows = staff_service.search(db.session, f, after=after, limit=PAGE + 1)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    query = {k: v for k, v in vars(f).items() if v}
+    next_url = url_for("staff.members", **query, after=rows[-1].id) if more and rows else None
+    return render_template("staff/members.html", f=f, rows=rows, next_url=next_url, after=after,
+                           programs=programs_service.all_current(db.session), query=query, segments=SEGMENTS)
+
+
+def _csv_safe(value: Any) -> Any:
+    """No spreadsheet formulas from user data."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _csv_stream(header: list[str], rows: Callable[[Any], Iterable[list[Any]]], name: str) -> Response:
+    db.session.commit()  # end the request's transaction: the export reads in its own
+
+    def generate() -> Iterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        with db.read_factory() as s:
+            for i, row in enumerate(rows(s)):
+                writer.writerow([_csv_safe(v) for v in row])
+                if i % 500 == 499:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+        yield buf.getvalue()
+
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/members.csv")
+def members_csv():
+    f = _filter()
+    header = ["member", "name", "email", "role", *SEGMENTS]
+    if f.program:
+        header += ["program", "level", "sub_class", "status", "score"]
+
+    def rows(s) -> Iterator[list[Any]]:
+        for r in dashboards.search_rows(s, f):
+            out = [r.key, r.name, r.email, r.role, r.business_type, r.industry, r.scale]
+            if f.program:
+                out += [f.program, r.level, r.sub_class, r.status, r.score]
+            yield out
+
+    return _csv_stream(header, rows, "members.csv")
+
+
+@bp.get("/members/<key>")
+def member(key: str):
+    try:
+        file = dashboards.member_file(db.session, key)
+    except NotFound:
+        abort(404)
+    return render_template(
+        "staff/member.html", m=file, programs=programs_service.all_current(db.session),
+        grant_form=GrantForm(), override_form=OverrideForm(), program_form=ProgramForm(),
+        dispatch_form=DispatchForm(day=_today()), segments_form=SegmentsForm(obj=file.member),
+        grant_limit=_grant_limit(), today=_today(), segments=SEGMENTS)
+
+
+def _member_or_404(key: str) -> Member:
+    m = db.session.scalar(select(Member).where(Member.key == key))
+    if m is None:
+        abort(404)
+    return m
+
+
+def _back(key: str, anchor: str | None = None):
+    return redirect(url_for("staff.member", key=key, _anchor=anchor), 303)
+
+
+def _grant_limit() -> float:
+    cfg = current_app.config
+    return float(cfg.get("PORTAL_GRANT_LIMIT", cfg.get("GRANT_LIMIT", 1000)))
+
+
+@bp.post("/members/<key>/grant")
+def grant(key: str):
+    m = _member_or_404(key)
+    form = GrantForm()
+    if _valid(form):
+        amount, limit = form.amount.data, _grant_limit()
+        if amount is not None and amount > limit and current_user.role != "admin":
+            flash(_("Refused: a grant above %(limit)s needs an admin (this one is %(amount)s).",
+                    limit=f"{limit:,.2f}", amount=f"{amount:,.2f}"), "error")
+        else:
+            _run(lambda: benefits_service.grant(
+                db.session, m.key, (form.benefit.data or "").strip(), (form.program.data or "").strip(),
+                form.reason.data, current_user.key, _today(), quantity=form.quantity.data or 1, amount=amount),
+                _("Granted %(benefit)s.", benefit=form.benefit.data))
+    return _back(m.key, "benefits")
+
+
+@bp.post("/members/<key>/override")
+def override(key: str):
+    m = _member_or_404(key)
+    form = OverrideForm()
+    if _valid(form):
+        level = (form.level.data or "").strip()
+        _run(lambda: staff_service.override_level(
+            db.session, current_user.key, m.key, (form.program.data or "").strip(),
+            None if level in ("", "-") else level, form.reason.data, _today(), form.until.data),
+            _("Level set and locked."))
+    return _back(m.key, "standings")
+
+
+@bp.post("/members/<key>/lift")
+def lift(key: str):
+    m = _member_or_404(key)
+    form = ProgramForm()
+    if _valid(form):
+        _run(lambda: staff_service.lift_lock(db.session, current_user.key, m.key, (form.program.data or "").strip(),
+                                             form.reason.data), _("Lock lifted."))
+    return _back(m.key, "standings")
+
+
+@bp.post("/members/<key>/blacklist")
+def blacklist(key: str):
+    m = _member_or_404(key)
+    form = ProgramForm()
+    if _valid(form):
+        on = form.action.data != "off"
+        _run(lambda: staff_service.set_blacklist(db.session, current_user.key, m.key, (form.program.data or "").strip(),
+                                                 on, form.reason.data, _today()),
+             _("Blacklisted.") if on else _("Blacklisting lifted."))
+    return _back(m.key, "standings")
+
+
+@bp.post("/members/<key>/dispatch")
+def dispatch(key: str):
+    m = _member_or_404(key)
+    form = DispatchForm()
+    if _valid(form):
+        _run(lambda: staff_service.record_dispatch(db.session, current_user.key, m.key, form.day.data or _today(),
+                                                   form.reason.data, form.count.data or 1),
+             _("Dispatch recorded."))
+    return _back(m.key, "actions")
+
+
+@bp.post("/members/<key>/segments")
+def segments(key: str):
+    m = _member_or_404(key)
+    form = SegmentsForm()
+    if _valid(form):
+        values = {k: getattr(form, k).data for k in SEGMENTS}
+        _run(lambda: staff_service.edit_segments(db.session, current_user.key, m.key, values, form.reason.data),
+             _("Segments saved."))
+    return _back(m.key, "actions")
+
+
+# -- reviews ----------------------------------------------------------------------------------
+
+
+@bp.get("/reviews")
+def reviews():
+    rows = dashboards.review_queue(db.session, dt.datetime.now())
+    return render_template("staff/reviews.html", rows=rows, form=ReviewForm(), now=dt.datetime.now())
+
+
+@bp.post("/reviews/<int:item_id>")
+def review(item_id: int):
+    form = ReviewForm()
+    if _valid(form):
+        approve = form.decision.data == "approve"
+        if form.decision.data not in ("approve", "reject"):
+            flash(_("Choose approve or reject."), "error")
+        elif not (form.note.data or "").strip():
+            flash(_("A reason is required (the member sees it)."), "error")
+        else:
+            me = _me()
+            _run(lambda: benefits_service.review(db.session, me, item_id, approve, form.note.data, _today()),
+                 _("Approved.") if approve else _("Rejected."))
+    return redirect(url_for("staff.reviews"), 303)
+
+
+# -- programs ---------------------------------------------------------------------------------
+
+
+@bp.get("/programs")
+def programs():
+    out = [dashboards.program_overview(db.session, k) for k in programs_service.keys(db.session)]
+    return render_template("staff/programs.html", programs=out)
+
+
+def _overview(key: str) -> dashboards.ProgramOverview:
+    try:
+        return dashboards.program_overview(db.session, key)
+    except NotFound:
+        abort(404)
+
+
+@bp.get("/programs/<key>")
+def program(key: str):
+    ov = _overview(key)
+    form = SimulationForm(as_of=simulation.default_as_of(db.session, key))
+    return render_template("staff/program.html", ov=ov, form=form, result=None, publish_form=None,
+                           thresholds=simulation.thresholds(ov.program))
+
+
+@bp.get("/programs/<key>/versions/<int:version>")
+def program_version(key: str, version: int):
+    try:
+        pv = dashboards.version_source(db.session, key, version)
+    except ServiceError:
+        abort(404)
+    return render_template("staff/version.html", key=key, pv=pv)
+
+
+def _change(form: SimulationForm) -> simulation.Change:
+    mode = (form.mode.data or "scale").strip()
+    if mode == "scale":
+        return simulation.Change("scale", percent=form.percent.data)
+    return simulation.Change(mode, path=(form.path.data or "").strip(), value=form.value.data)
+
+
+@bp.post("/programs/<key>/simulate")
+def simulate(key: str):
+    ov = _overview(key)
+    form = SimulationForm()
+    if not _valid(form):
+        return redirect(url_for("staff.program", key=key), 303)
+    change = _change(form)
+    try:
+        result = simulation.simulate(db.session, key, change, form.as_of.data)
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("staff.program", key=key), 303)
+    db.session.rollback()  # a dry run: nothing to keep
+    publish_form = None
+    if current_user.role == "admin":
+        publish_form = PublishForm(formdata=None, mode=form.mode.data, percent=form.percent.data,
+                                   path=form.path.data, value=form.value.data)
+    return render_template("staff/program.html", ov=ov, form=form, result=result, publish_form=publish_form,
+                           thresholds=simulation.thresholds(ov.program))
+
+
+@bp.post("/programs/<key>/publish")
+def publish(key: str):
+    if current_user.role != "admin":
+        abort(403)
+    _overview(key)
+    form = PublishForm()
+    if _valid(form):
+        change = _change(form)
+        holder: dict[str, Any] = {}
+
+        def act() -> None:
+            holder["r"] = simulation.publish(db.session, current_user.key, key, change, form.reason.data)
+
+        if _run(act, _("Published.")):
+            flash(_("Version %(v)s is now current (version %(old)s is kept).", v=holder["r"].version,
+                    old=holder["r"].previous), "success")
+    return redirect(url_for("staff.program", key=key), 303)
+
+
+# -- the audit log ----------------------------------------------------------------------------
+
+
+def _audit_filter() -> dashboards.AuditFilter:
+    args = request.args
+
+    def day(name: str) -> dt.date | None:
+        try:
+            return dt.date.fromisoformat(args.get(name, "").strip()) if args.get(name, "").strip() else None
+        except ValueError:
+            flash(_("%(field)s: not a date (YYYY-MM-DD)", field=name), "error")
+            return None
+
+    return dashboards.AuditFilter(actor=(args.get("actor") or "").strip() or None,
+                                  member=(args.get("member") or "").strip() or None,
+                                  action=(args.get("action") or "").strip() or None,
+                                  since=day("since"), until=day("until"))
+
+
+def _audit_query(f: dashboards.AuditFilter) -> dict[str, str]:
+    return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in vars(f).items() if v}
+
+
+@bp.get("/audit")
+def audit():
+    f = _audit_filter()
+    before = _int_arg("before")
+    rows = dashboards.audit_page(db.session, f, before, AUDIT_PAGE + 1)
+    more = len(rows) > AUDIT_PAGE
+    rows = rows[:AUDIT_PAGE]
+    query = _audit_query(f)
+    next_url = url_for("staff.audit", **query, before=rows[-1][0].id) if more and rows else None
+    return render_template("staff/audit.html", f=f, rows=rows, next_url=next_url, before=before, query=query,
+                           actions=dashboards.audit_actions(db.session))
+
+
+@bp.get("/audit.csv")
+def audit_csv():
+    f = _audit_filter()
+
+    def rows(s) -> Iterator[list[Any]]:
+        import json
+
+        for entry, member_key in dashboards.audit_rows(s, f):
+            yield [entry.id, entry.at.isoformat(), entry.actor, entry.action, member_key, entry.program_key,
+                   entry.reason, json.dumps(entry.before, ensure_ascii=False) if entry.before is not None else "",
+                   json.dumps(entry.after, ensure_ascii=False) if entry.after is not None else ""]
+
+    return _csv_stream(["id", "at", "actor", "action", "member", "program", "reason", "before", "after"], rows,
+                       "audit.csv")
