@@ -428,16 +428,20 @@ def scheduler_command() -> None:
 @click.command("grant")
 @click.argument("member")
 @click.argument("benefit")
-@click.option("--program", "program_key", required=True)
-@click.option("--reason", required=True)
+@click.option("--program", "program_key", default=None, help="Required.")
+@click.option("--reason", default=None, help="Required.")
 @click.option("--quantity", default=1, type=int, show_default=True)
 @click.option("--amount", default=None, type=float)
-@click.option("--by", "by", required=True, help="The staff member granting it (member key).")
+@click.option("--by", "by", default=None, help="Required: the staff member granting it (member key).")
 @with_appcontext
-def grant_command(member: str, benefit: str, program_key: str, reason: str, quantity: int, amount: float | None,
-                  by: str) -> None:
+def grant_command(member: str, benefit: str, program_key: str | None, reason: str | None, quantity: int,
+                  amount: float | None, by: str | None) -> None:
     """A manual reward: an issued ledger item with who and why, audited."""
     from .services.benefits import grant
+
+    missing = [name for name, value in (("--program", program_key), ("--reason", reason), ("--by", by)) if not value]
+    if missing:
+        fail("missing " + ", ".join(missing) + " (a grant needs the program, a reason and the staff member)")
 
     with session() as s:
         try:

@@ -28,6 +28,11 @@ class JobSpec:
             return month_end(today, 1)
         return today - dt.timedelta(days=1)
 
+    def previous(self, as_of: dt.date) -> dt.date:
+        if self.cadence == "monthly":
+            return month_end(as_of, 1)
+        return as_of - dt.timedelta(days=1)
+
     def following(self, as_of: dt.date) -> dt.date:
         if self.cadence == "monthly":
             return month_end(as_of + dt.timedelta(days=1))

@@ -28,7 +28,8 @@ class LeaderLock:
             if self._conn is not None:
                 return True
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
+            # keyed by schema too, so two deployments sharing one database do not block each other
+            if conn.execute(text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY}).scalar():
                 self._conn = conn
                 return True
             conn.close()
@@ -50,7 +51,7 @@ class LeaderLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY})
             self._conn.close()
             self._conn = None
         elif self.engine.dialect.name == "sqlite":

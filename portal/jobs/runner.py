@@ -79,8 +79,8 @@ class Scheduler:
         return out
 
     def _last_done(self, spec: JobSpec) -> dt.date | None:
-        """The newest completed as-of date; for evaluations also those run by hand
-        (`portal evaluate`), so the scheduler never rewinds standings to an older date."""
+        """The newest completed as-of date, counting evaluations run by hand (`portal
+        evaluate`): the scheduler never goes back before them (that would rewrite history)."""
         with self.factory() as s:
             last = s.scalar(select(func.max(JR.c.as_of)).where(JR.c.job == spec.id, JR.c.status == "done"))
             if spec.kind == "evaluate":
@@ -125,8 +125,10 @@ class Scheduler:
         except Exception as exc:  # recorded on the run; the scheduler keeps going
             log.exception("job %s as of %s failed", spec.id, as_of)
             with self.factory() as s:
+                message = f"{type(exc).__name__}: {exc}"
                 s.execute(update(JR).where(JR.c.id == run_id).values(
-                    status="failed", finished_at=self.clock(), error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+                    status="failed", finished_at=self.clock(), error=f"{message}\n{traceback.format_exc(limit=5)}"))
+                _abandon_runs(s, spec, as_of, message, self.clock())
                 s.commit()
             return "failed"
         with self.factory() as s:
@@ -140,6 +142,8 @@ class Scheduler:
         from ..services import programs as ps
 
         with self.factory() as s:
+            _abandon_runs(s, spec, as_of, "abandoned: the process running it stopped; taken over", self.clock())
+            s.commit()
             if spec.kind == "expire":
                 n = sum(expire_items(s, key, as_of, self.clock()) for key in ps.keys(s))
                 s.commit()
@@ -158,6 +162,16 @@ class Scheduler:
             s.commit()
             return {k: getattr(summary, k) for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted",
                                                      "benefits_issued")}
+
+
+def _abandon_runs(session: Session, spec: JobSpec, as_of: dt.date, error: str, now: dt.datetime) -> None:
+    """Evaluation runs of this job and date left 'running' by a failure or a dead process."""
+    if spec.kind != "evaluate":
+        return
+    runs = EvaluationRun.__table__
+    session.execute(update(runs).where(runs.c.program_key == spec.program, runs.c.as_of == as_of,
+                                       runs.c.status == "running")
+                    .values(status="failed", finished_at=now, error=error[:2000]))
 
 
 def queue_webhooks(session: Session, summary) -> int:

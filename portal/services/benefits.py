@@ -97,6 +97,8 @@ def submit_review(session: Session, member_id: int, item_id: int, text: str, tod
     program, _ = programs_service.definition(session, item.program_key)
     spec = next((b for b in program.benefits_of(item.level or "") if b.key == item.benefit_key and b.tier == item.tier), None)
     if spec is not None and spec.limit:
+        # Serialise a member's submissions (PostgreSQL row lock; SQLite's write lock does it).
+        session.get(Member, member_id, with_for_update=True, populate_existing=True)
         used = session.scalar(
             select(func.count()).select_from(BI).where(
                 BI.c.member_id == member_id, BI.c.program_key == item.program_key, BI.c.benefit_key == item.benefit_key,

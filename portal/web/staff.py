@@ -38,6 +38,7 @@ from ..services import NotFound, ServiceError, dashboards, simulation
 from ..services import benefits as benefits_service
 from ..services import programs as programs_service
 from ..services import staff as staff_service
+from ..services.standings import enrolled_programs
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 PAGE = 50
@@ -265,12 +266,16 @@ def grant(key: str):
     form = GrantForm()
     if _valid(form):
         amount, limit = form.amount.data, _grant_limit()
-        if amount is not None and amount > limit and current_user.role != "admin":
+        program = (form.program.data or "").strip()
+        if program not in enrolled_programs(db.session, m):  # the ledger shows a member's own programs
+            flash(_("Refused: %(member)s is not enrolled in program '%(program)s'.", member=m.key, program=program),
+                  "error")
+        elif amount is not None and amount > limit and current_user.role != "admin":
             flash(_("Refused: a grant above %(limit)s needs an admin (this one is %(amount)s).",
                     limit=f"{limit:,.2f}", amount=f"{amount:,.2f}"), "error")
         else:
             _run(lambda: benefits_service.grant(
-                db.session, m.key, (form.benefit.data or "").strip(), (form.program.data or "").strip(),
+                db.session, m.key, (form.benefit.data or "").strip(), program,
                 form.reason.data, current_user.key, _today(), quantity=form.quantity.data or 1, amount=amount),
                 _("Granted %(benefit)s.", benefit=form.benefit.data))
     return _back(m.key, "benefits")
