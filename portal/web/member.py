@@ -60,7 +60,13 @@ def program(key: str):
                     charts[(row["level"], row["key"])] = (t, Markup(pages.svg_chart(t["points"], t["threshold"])))
                 if len(charts) >= 4:  # a few charts: the unmet tasks that matter most
                     break
-    return render_template("member/program.html", card=card, charts=charts, hint=pages.hint)
+    reward_rows = []
+    if card.standing is not None and card.standing.level:
+        from ..engine.rules import rows
+
+        level = card.program.level(card.standing.level)
+        reward_rows = rows(card.program, level.key, level.reward_tasks, card.standing.values) if level else []
+    return render_template("member/program.html", card=card, charts=charts, hint=pages.hint, reward_rows=reward_rows)
 
 
 @bp.get("/history")
@@ -76,7 +82,11 @@ def history():
 def benefits():
     me = _me()
     items = pages.benefit_items(db.session, me)
-    return render_template("member/benefits.html", items=items, form=EmptyForm(), review_form=ReviewForm())
+    from ..services import programs as programs_service
+
+    programs = {k: programs_service.definition(db.session, k)[0] for k in {i.program_key for i in items}}
+    return render_template("member/benefits.html", items=items, programs=programs, form=EmptyForm(),
+                           review_form=ReviewForm())
 
 
 @bp.post("/benefits/<int:item_id>/claim")
