@@ -37,7 +37,9 @@ def state_label(state: str | None) -> str:
 
 
 def locale() -> str:
-    return str(get_locale() or "zh_CN")
+    """The catalogue key of the request's locale: ``zh_CN`` or ``en`` (Babel says zh_Hans_CN)."""
+    current = get_locale()
+    return "zh_CN" if current is None or current.language == "zh" else "en"
 
 
 def num(value) -> str:
