@@ -21,12 +21,14 @@ def test_no_update_or_delete_of_audit_entries_anywhere_in_the_package():
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("update", "delete"):
-                if node.args and _mentions_audit(node.args[0]):
-                    offenders.append(f"{path.name}:{node.lineno} {node.func.id}()")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "delete":
-                if node.args and isinstance(node.args[0], ast.Name) and "audit" in node.args[0].id.lower():
-                    offenders.append(f"{path.name}:{node.lineno} session.delete()")
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            if isinstance(node.func, ast.Name) and node.func.id in ("update", "delete") and _mentions_audit(node.args[0]):
+                offenders.append(f"{path.name}:{node.lineno} {node.func.id}()")
+            first = node.args[0]
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "delete" and isinstance(first, ast.Name) \
+                    and "audit" in first.id.lower():
+                offenders.append(f"{path.name}:{node.lineno} session.delete()")
         text = path.read_text(encoding="utf-8").lower()
         for phrase in ("update audit_log", "delete from audit_log"):
             if phrase in text:
