@@ -119,6 +119,23 @@ def register_security_headers(app: Flask) -> None:
             h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response
 
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def _not_found(exc):
+        from flask import jsonify, render_template, request
+        from flask_babel import gettext as _
+
+        if request.path.startswith("/api/"):
+            response = jsonify({"error": exc.name.lower(), "details": exc.description})
+        else:
+            response = app.make_response(render_template(
+                "error.html", title=_("Not found") if exc.code == 404 else exc.name,
+                message=_("There is nothing here.") if exc.code == 404 else exc.description))
+        response.status_code = exc.code
+        if getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110 for a 405
+        return response
+
     @app.errorhandler(429)
     def _too_many(exc):
         from flask import jsonify, render_template, request

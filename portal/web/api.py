@@ -143,6 +143,9 @@ def metrics():
     body = _json_body()
     if "rows" not in body:
         raise ApiError(422, "the body needs 'rows': a list of metric rows", {"rows": "missing"})
+    extra = sorted(set(body) - {"rows"})
+    if extra:
+        raise ApiError(422, "unknown field " + ", ".join(extra), {"unknown": extra})
     try:
         result = imports.import_metrics_json(db.session, body["rows"])
     except imports.ImportRejected as exc:

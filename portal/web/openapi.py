@@ -47,7 +47,8 @@ STANDING = {"type": "object",
                            "last_change": {"allOf": [{"$ref": "#/components/schemas/Change"}], "nullable": True},
                            "benefits": {"type": "array", "items": {"$ref": "#/components/schemas/BenefitItem"}}}}
 METRIC_ROW = {"type": "object", "required": ["member", "metric", "date", "value"], "additionalProperties": False,
-              "properties": {"member": {"type": "string"}, "metric": {"type": "string"},
+              "properties": {"member": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_.@-]+$"},
+                             "metric": {"type": "string", "minLength": 1, "maxLength": 64},
                              "date": {"type": "string", "format": "date"}, "value": {"type": "number"},
                              "kind": {"type": "string", "nullable": True}, "id": {"type": "string", "nullable": True}}}
 
@@ -98,7 +99,7 @@ def document() -> dict[str, Any]:
             "/api/v1/metrics": {"post": {
                 "summary": "Push metric rows (all-or-nothing; duplicates by id skipped). Staff tokens.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["rows"],
+                    "type": "object", "required": ["rows"], "additionalProperties": False,
                     "properties": {"rows": {"type": "array", "items": ref("MetricRow")}}}}}},
                 "responses": {"200": _ok("counts", {"type": "object", "required": ["new", "duplicates"], "properties": {
                     "new": {"type": "integer"}, "duplicates": {"type": "integer"}}}),
