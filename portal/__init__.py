@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY_GENERATED"] = True  # `portal run` still insists on a real one
     app.config["SESSION_COOKIE_SECURE"] = not (app.debug or app.config.get("DEMO") or app.config.get("TESTING"))
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
+    app.jinja_env.add_extension("jinja2.ext.do")
     register_extensions(app)
     register_security_headers(app)
     register_blueprints(app)
@@ -62,6 +63,9 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     csrf.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["RATELIMIT_STORAGE"])
+    # The limiter object is shared by every app in the process: say "enabled" explicitly, or
+    # an earlier app's RATELIMIT_ENABLED=False (tests) would carry over.
+    app.config.setdefault("RATELIMIT_ENABLED", True)
     limiter.init_app(app)
     from .web.catalogs import compile_catalogs
 

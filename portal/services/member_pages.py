@@ -102,7 +102,13 @@ def trend(session: Session, member: Member, program: Program, row: dict[str, Any
             MetricRow.date <= as_of]
     if spec.kinds:
         cond.append(MetricRow.kind.in_(spec.kinds))
-    rows = session.execute(select(MetricRow.date, MetricRow.value, MetricRow.kind).where(*cond)).all()
+    rows = session.execute(select(MetricRow.date, MetricRow.value, MetricRow.kind).where(*cond)
+                           .order_by(MetricRow.date, MetricRow.id)).all()
+    carried = 0.0
+    if spec.agg == "latest":  # a gauge: the reading before the chart carries into it
+        carried = session.scalar(select(MetricRow.value).where(
+            MetricRow.member_id == member.id, MetricRow.metric.in_(spec.metric), MetricRow.date < start)
+            .order_by(MetricRow.date.desc(), MetricRow.id.desc()).limit(1)) or 0.0
     buckets: list[list[float]] = [[] for _ in range(periods)]
     for day, value, kind in rows:
         if spec.exclude_kinds and kind in spec.exclude_kinds:
@@ -124,8 +130,8 @@ def trend(session: Session, member: Member, program: Program, row: dict[str, Any
             points.append(sum(b) / len(b) if b else 0.0)
         elif agg == "max":
             points.append(max(b) if b else 0.0)
-        else:  # latest: the last reading of the period
-            points.append(b[-1] if b else (points[-1] if points else 0.0))
+        else:  # latest: the last reading of the period, else the one before
+            points.append(b[-1] if b else (points[-1] if points else carried))
     unit = "month" if monthly else "week"
     threshold = float(row["required"])
     if agg in ("count", "sum") and not monthly and spec.window.endswith("d"):

@@ -49,9 +49,8 @@ def num(value) -> str:
     v = float(value)
     if locale().startswith("zh"):
         for size, unit in ((1e8, "亿"), (1e4, "万")):
-            if abs(v) >= size:
-                scaled = v / size
-                text = f"{scaled:.2f}".rstrip("0").rstrip(".")
+            if round(abs(v) / size, 2) >= 1:  # after rounding: 99,999,999 is 1亿, not 10000万
+                text = f"{v / size:.2f}".rstrip("0").rstrip(".")
                 return text + unit
     if v.is_integer():
         return format_decimal(int(v))

@@ -98,7 +98,11 @@ def claim(item_id: int):
     try:
         item = benefits_service.claim(db.session, me.id, item_id, dt.date.today())
         db.session.commit()
-        flash(_("Claimed: %(name)s", name=item.benefit_key), "success")
+        from ..services import programs as programs_service
+        from .i18n import benefit_label
+
+        program, _v = programs_service.definition(db.session, item.program_key)
+        flash(_("Claimed: %(name)s", name=benefit_label(program, item.benefit_key)), "success")
     except NotFound:
         db.session.rollback()
         abort(404)
@@ -136,7 +140,11 @@ def submit_review(item_id: int):
 @login_required
 def notifications():
     me = _me()
-    return render_template("member/notifications.html", items=pages.notifications(db.session, me), form=EmptyForm())
+    from ..services import programs as programs_service
+
+    items = pages.notifications(db.session, me)
+    programs = {k: programs_service.definition(db.session, k)[0] for k in {n.program_key for n in items if n.program_key}}
+    return render_template("member/notifications.html", items=items, programs=programs, form=EmptyForm())
 
 
 @bp.post("/notifications/read")

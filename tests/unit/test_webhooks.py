@@ -17,7 +17,10 @@ from portal.models import WebhookDelivery
 from portal.services import ServiceError
 from portal.services.webhooks import BACKOFF, add_endpoint, deliver_due
 
-NOW = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)  # queued "now"; delivered just after
+
+def later() -> dt.datetime:
+    """Just after "now": deliveries are queued with the wall clock, so they are due by then."""
+    return dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def test_level_change_and_benefits_are_posted_signed(world, receiver):
     summary = world.evaluate("creator", "2026-10-31")
     assert queue_webhooks(world.s, summary) == 1 + summary.benefits_issued
     world.s.commit()
-    assert deliver_due(world.s, NOW) == {"delivered": 4, "retry": 0, "failed": 0}
+    assert deliver_due(world.s, later()) == {"delivered": 4, "retry": 0, "failed": 0}
     world.s.commit()
     events = [g[0] for g in got]
     change = next(e for e in events if e["event"] == "level_change")
@@ -72,7 +75,7 @@ def test_level_change_and_benefits_are_posted_signed(world, receiver):
     for _payload, body, headers in got:
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Portal-Signature"] == expected
-    assert deliver_due(world.s, NOW)["delivered"] == 0  # nothing twice
+    assert deliver_due(world.s, later())["delivered"] == 0  # nothing twice
 
 
 def test_failures_are_retried_with_back_off_then_given_up(world, receiver):
@@ -83,6 +86,7 @@ def test_failures_are_retried_with_back_off_then_given_up(world, receiver):
     queue_webhooks(world.s, world.evaluate("creator", "2026-10-31"))
     world.s.commit()
     fail["left"] = 2
+    NOW = later()  # noqa: N806 - the test's fixed clock
     assert deliver_due(world.s, NOW)["retry"] == 1
     assert deliver_due(world.s, NOW)["retry"] == 0  # not due again before its back-off
     assert deliver_due(world.s, NOW + dt.timedelta(seconds=BACKOFF[0]))["retry"] == 1
@@ -98,7 +102,7 @@ def test_an_unreachable_endpoint_fails_after_the_last_retry(world):
     add_endpoint(world.s, "http://127.0.0.1:9/nothing", ["level_change"])
     world.s.commit()
     queue_webhooks(world.s, world.evaluate("creator", "2026-10-31"))
-    t = NOW
+    t = later()
     for wait in (0, *BACKOFF):
         t += dt.timedelta(seconds=wait)
         deliver_due(world.s, t)
