@@ -61,6 +61,8 @@ def test_claiming_a_benefit_shows_its_new_state(live, page):
     assert claimable.count() >= 2
     item = claimable.first
     item_id = item.get_attribute("data-item")
+    assert not item.locator("button[data-claim]").is_visible()  # a claim asks to be confirmed first
+    item.locator("summary[data-claim-open]").click()
     with page.expect_navigation():
         item.locator("button[data-claim]").click()
     assert page.url.endswith(f"/benefits#item-{item_id}")
