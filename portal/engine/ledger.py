@@ -21,6 +21,13 @@ from .definition import BenefitSpec, Program
 from .windows import month_end
 
 
+def level_perk(items):
+    """SQL condition on benefit_items: a level perk - issued automatically, no money, no
+    expiry of its own (a tag, a booth). Perks end with their tenure; money stays issued."""
+    c = items.c
+    return (c.state == "issued") & (c.mode == "auto") & c.amount.is_(None) & c.expires_on.is_(None)
+
+
 @dataclass
 class LedgerPlan:
     items: list[dict[str, Any]] = field(default_factory=list)

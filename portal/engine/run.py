@@ -476,9 +476,8 @@ class _Writer:
         s, key, day = self.session, self.program.key, self.as_of
         mine = (BI.c.member_id == bindparam("m_id")) & (BI.c.program_key == key) & (BI.c.tier != "grant")
         other_tenure = ~((BI.c.level == bindparam("b_level")) & (BI.c.tenure == bindparam("b_tenure")))
-        # A level perk (auto, no amount, no expiry) ends with its tenure; money issued stays.
         open_ = or_(*(BI.c.state == st for st in OPEN_STATES))  # no IN: these run as executemany
-        perk = (BI.c.state == "issued") & (BI.c.mode == "auto") & BI.c.amount.is_(None) & BI.c.expires_on.is_(None)
+        perk = ledger.level_perk(BI)
         if self.tenure_closes:
             s.execute(update(BI).where(mine, other_tenure, open_).values(state="revoked", closed_on=day),
                       self.tenure_closes, execution_options={"synchronize_session": False})
@@ -487,7 +486,8 @@ class _Writer:
         if self.tenure_reopens:
             this_tenure = (BI.c.level == bindparam("b_level")) & (BI.c.tenure == bindparam("b_tenure"))
             closed_today = BI.c.closed_on == day
-            perk_closed = (BI.c.state == "expired") & (BI.c.mode == "auto") & BI.c.amount.is_(None) & BI.c.expires_on.is_(None)
+            perk_closed = (BI.c.state == "expired") & (BI.c.mode == "auto") & BI.c.amount.is_(None) \
+                & BI.c.expires_on.is_(None)
             s.execute(update(BI).where(mine, this_tenure, closed_today, perk_closed | (BI.c.state == "revoked"))
                       .values(state=case((BI.c.mode == "auto", "issued"), (BI.c.request_text.is_not(None), "pending_review"),
                                          else_="available"), closed_on=None),

@@ -170,7 +170,9 @@ def grant(session: Session, member_key: str, benefit_key: str, program_key: str,
 
 def revoke_open_items(session: Session, member_id: int, program_key: str, today: dt.date) -> int:
     """Blacklisting by staff: everything not yet the member's is revoked (money issued stays)."""
-    perk = (BI.c.state == "issued") & (BI.c.mode == "auto") & BI.c.amount.is_(None) & BI.c.expires_on.is_(None)
+    from ..engine.ledger import level_perk
+
+    perk = level_perk(BI)
     return session.execute(
         update(BI).where(BI.c.member_id == member_id, BI.c.program_key == program_key, BI.c.tier != "grant",
                          BI.c.state.in_(("available", "pending_review")) | perk)
