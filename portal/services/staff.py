@@ -215,3 +215,73 @@ def search(session: Session, f: SearchFilter, after: int | None = None, limit: i
         stmt = stmt.where(Member.id > after)
     return list(session.execute(stmt.limit(limit)).all())
 
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+ROLES = ("member", "staff", "admin")
+
+
+def set_role(session: Session, by: str, member_key: str, role: str, reason: str) -> Member:
+    """Set a member's role (admin only), audited as ``member.role``; the last admin cannot be
+    demoted (the admins' rows are locked while counting, so two demotions cannot race)."""
+    actor = _require_admin(session, by)
+    reason = _reason(reason)
+    if role not in ROLES:
+        raise ServiceError(f"unknown role '{role}' (member, staff, admin)")
+    member = member_by_key(session, member_key)
+    before = member.role
+    if before == role:
+        raise ServiceError(f"'{member_key}' is already {role}", status=409)
+    if before == "admin":
+        admins = session.scalars(select(Member.id).where(Member.role == "admin").with_for_update()).all()
+        if len(admins) <= 1:
+            raise ServiceError("refused: this is the last admin (make another member admin first)", status=409)
+    member.role = role
+    record(session, actor.key, "member.role", member_id=member.id, reason=reason, before={"role": before},
+           after={"role": role})
+    return member
+
+
+# -- API tokens -------------------------------------------------------------------------------
+
+
+def _require_admin(session: Session, by: str) -> Member | SimpleNamespace:
+    actor = require_staff(session, by)
+    if getattr(actor, "role", None) != "admin":
+        raise ServiceError("this needs an admin", status=403)
+    return actor
+
+
+def create_token(session: Session, by: str, name: str, role: str, member_key: str | None,
+                 reason: str | None = None) -> str:
+    """Create an API token (admin only) and return the plain token, which is never stored nor
+    audited (the audit entry names the token, its role and member)."""
+    from . import tokens
+
+    actor = _require_admin(session, by)
+    reason = (reason or "").strip() or None
+    if reason and len(reason) > 2000:
+        raise ServiceError("the reason is longer than 2,000 characters")
+    plain = tokens.create(session, name, role, member_key)
+    member = member_by_key(session, member_key) if member_key else None
+    record(session, actor.key, "token.create", member_id=member.id if member else None, reason=reason,
+           after={"name": name, "role": role, "member": member_key})
+    return plain
+
+
+def revoke_token(session: Session, by: str, name: str, reason: str) -> None:
+    """Revoke an API token (admin only), a reason required, audited as ``token.revoke``."""
+    from ..models import ApiToken
+    from . import tokens
+
+    actor = _require_admin(session, by)
+    reason = _reason(reason)
+    row = session.scalar(select(ApiToken).where(ApiToken.name == (name or "")))
+    if row is None:
+        raise NotFound(f"no token named '{name}'")
+    if row.revoked_at is not None:
+        raise ServiceError(f"token '{name}' is already revoked", status=409)
+    tokens.revoke(session, row.name)
+    record(session, actor.key, "token.revoke", member_id=row.member_id, reason=reason,
+           before={"name": row.name, "role": row.role, "revoked": False}, after={"name": row.name, "revoked": True})

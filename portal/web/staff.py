@@ -38,6 +38,7 @@ from ..services import NotFound, ServiceError, dashboards, simulation
 from ..services import benefits as benefits_service
 from ..services import programs as programs_service
 from ..services import staff as staff_service
+from ..services import tokens as tokens_service
 from ..services.standings import enrolled_programs
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -494,3 +495,98 @@ def audit_csv():
 
     return _csv_stream(["id", "at", "actor", "action", "member", "program", "reason", "before", "after"], rows,
                        "audit.csv")
+
+
+# -- admin: API tokens and staff roles (role admin; staff get 403) ---------------------------
+
+
+class TokenForm(ReasonForm):
+    name = StringField("name")
+    role = StringField("role")  # staff | member
+    member = StringField("member")
+
+
+class RevokeForm(ReasonForm):
+    name = StringField("name")
+
+
+class RoleForm(ReasonForm):
+    member = StringField("member")
+    role = StringField("role")  # member | staff | admin
+
+
+def _admin_only() -> None:
+    if current_user.role != "admin":
+        abort(403)
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _tokens_page(created: dict[str, Any] | None = None):
+    rows = tokens_service.listing(db.session)
+    keys = dict(db.session.execute(select(Member.id, Member.key).where(
+        Member.id.in_({r.member_id for r in rows if r.member_id is not None}))).all())
+    page = render_template("staff/tokens.html", rows=rows, member_keys=keys, form=TokenForm(formdata=None),
+                           revoke_form=RevokeForm(formdata=None), created=created)
+    return _no_store(Response(page))
+
+
+@bp.get("/admin/tokens")
+def tokens():
+    _admin_only()
+    return _tokens_page()
+
+
+@bp.post("/admin/tokens")
+def token_create():
+    _admin_only()
+    form = TokenForm()
+    if not _valid(form):
+        return redirect(url_for("staff.tokens"), 303)
+    name = (form.name.data or "").strip()
+    role = (form.role.data or "").strip()
+    member_key = (form.member.data or "").strip() or None
+    if role == "staff":
+        member_key = None  # the member field is ignored for a staff token
+    try:
+        plain = staff_service.create_token(db.session, current_user.key, name, role, member_key, form.reason.data)
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("staff.tokens"), 303)
+    flash(_("Token %(name)s created. Copy it now: it is shown only once.", name=name), "success")
+    return _tokens_page(created={"name": name, "role": role, "member": member_key, "token": plain})
+
+
+@bp.post("/admin/tokens/revoke")
+def token_revoke():
+    _admin_only()
+    form = RevokeForm()
+    if _valid(form):
+        name = (form.name.data or "").strip()
+        _run(lambda: staff_service.revoke_token(db.session, current_user.key, name, form.reason.data),
+             _("Token %(name)s revoked.", name=name))
+    return redirect(url_for("staff.tokens"), 303)
+
+
+@bp.get("/admin/staff")
+def staff_roles():
+    _admin_only()
+    rows = db.session.scalars(select(Member).where(Member.role.in_(("staff", "admin")))
+                              .order_by(Member.role, Member.key)).all()
+    return render_template("staff/staff.html", rows=rows, form=RoleForm(formdata=None), roles=staff_service.ROLES)
+
+
+@bp.post("/admin/staff")
+def set_role():
+    _admin_only()
+    form = RoleForm()
+    if _valid(form):
+        key, role = (form.member.data or "").strip(), (form.role.data or "").strip()
+        _run(lambda: staff_service.set_role(db.session, current_user.key, key, role, form.reason.data),
+             _("%(member)s is now %(role)s.", member=key, role=role))
+    return redirect(url_for("staff.staff_roles"), 303)

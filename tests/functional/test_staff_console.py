@@ -670,3 +670,169 @@ def test_churn_list_shows_a_scorecard_member_whose_score_fell_by_10(demo, staff)
     assert 'data-dropped="activity"' in s001 and ">12<" in s001
     s002 = page[page.index('data-churn="s002"'):]
     assert "data-tier-fell" in s002
+
+
+# -- admin: API tokens and roles --------------------------------------------------------------
+
+
+ADMIN_PAGES = ["/staff/admin/tokens", "/staff/admin/staff"]
+ADMIN_POSTS = [
+    ("/staff/admin/tokens", {"name": "t1", "role": "staff"}),
+    ("/staff/admin/tokens/revoke", {"name": "t1", "reason": "x"}),
+    ("/staff/admin/staff", {"member": "c001", "role": "staff", "reason": "x"}),
+]
+
+
+def _create_token(admin, name: str, role: str, member: str = "", reason: str = ""):
+    return post(admin, "/staff/admin/tokens", {"name": name, "role": role, "member": member, "reason": reason},
+                "/staff/admin/tokens")
+
+
+def _plain_token(html: str) -> str:
+    match = re.search(r"<code data-plain-token>(pt_[^<]+)</code>", html)
+    assert match, html
+    return match.group(1)
+
+
+def test_admin_pages_are_admin_only_and_linked_for_admins(demo, staff, admin):
+    member = client_of(demo, "c001")
+    for url in ADMIN_PAGES:
+        assert staff.get(url).status_code == 403, url
+        assert member.get(url).status_code == 403, url
+        response = admin.get(url)
+        assert response.status_code == 200 and "Traceback" not in response.get_data(as_text=True), url
+        anonymous = demo.test_client().get(url)
+        assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+    for url, data in ADMIN_POSTS:
+        assert post(staff, url, data, "/staff/").status_code == 403, url
+    assert last_audit(demo, "token.create") is None and last_audit(demo, "member.role") is None
+    assert 'href="/staff/admin/tokens"' in admin.get("/staff/").get_data(as_text=True)
+    assert 'href="/staff/admin/staff"' in admin.get("/staff/").get_data(as_text=True)
+    assert "/staff/admin/" not in staff.get("/staff/").get_data(as_text=True)
+    page = admin.get("/staff/admin/staff").get_data(as_text=True)
+    assert re.findall(r'data-staff-member="([^"]+)" data-role="(\w+)"', page) == [("admin", "admin"), ("staff", "staff")]
+
+
+def test_admin_posts_without_csrf_are_400_and_change_nothing(demo, admin):
+    audit_before = count(demo, AuditEntry)
+    for url, data in ADMIN_POSTS:
+        assert admin.post(url, data=data).status_code == 400, url
+        assert admin.post(url, data={**data, "csrf_token": "forged"}).status_code == 400, url
+    assert count(demo, AuditEntry) == audit_before
+    assert "data-plain-token" not in admin.get("/staff/admin/tokens").get_data(as_text=True)
+    with db(demo) as s:
+        assert s.scalar(select(Member.role).where(Member.key == "c001")) == "member"
+
+
+def test_member_token_created_once_works_on_the_api_and_stops_after_revoke(demo, admin):
+    from portal.models import ApiToken
+
+    response = _create_token(admin, "c001-app", "member", "c001", "partner integration")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    html = response.get_data(as_text=True)
+    plain = _plain_token(html)
+    assert 'data-token="c001-app" data-role="member" data-revoked="no"' in html
+    listing = admin.get("/staff/admin/tokens").get_data(as_text=True)
+    assert plain not in listing and "data-plain-token" not in listing  # shown once
+    assert plain[:10] in listing  # the prefix is listed
+    c001 = member_id(demo, "c001")
+    with db(demo) as s:
+        row = s.scalar(select(ApiToken).where(ApiToken.name == "c001-app"))
+        assert row.role == "member" and row.member_id == c001 and row.token_hash != plain
+    entry = last_audit(demo, "token.create")
+    assert entry.actor == "admin" and entry.reason == "partner integration"
+    assert entry.after == {"name": "c001-app", "role": "member", "member": "c001"}
+    assert entry.member_id == c001
+    with db(demo) as s:
+        for e in s.scalars(select(AuditEntry)):
+            assert plain not in repr((e.before, e.after, e.reason))
+
+    api = demo.test_client()
+    bearer = {"Authorization": f"Bearer {plain}"}
+    response = api.get("/api/v1/members/c001/standing", headers=bearer)
+    assert response.status_code == 200
+    assert api.get("/api/v1/members/c002/standing", headers=bearer).status_code == 404  # its own member only
+
+    assert post(admin, "/staff/admin/tokens/revoke", {"name": "c001-app", "reason": " "},
+                "/staff/admin/tokens").status_code == 303
+    assert api.get("/api/v1/members/c001/standing", headers=bearer).status_code == 200
+    assert last_audit(demo, "token.revoke") is None
+    assert post(admin, "/staff/admin/tokens/revoke", {"name": "c001-app", "reason": "contract ended"},
+                "/staff/admin/tokens").status_code == 303
+    assert api.get("/api/v1/members/c001/standing", headers=bearer).status_code == 401
+    entry = last_audit(demo, "token.revoke")
+    assert entry.actor == "admin" and entry.reason == "contract ended" and entry.after == {"name": "c001-app",
+                                                                                            "revoked": True}
+    assert 'data-token="c001-app" data-role="member" data-revoked="yes"' in admin.get(
+        "/staff/admin/tokens").get_data(as_text=True)
+    post(admin, "/staff/admin/tokens/revoke", {"name": "c001-app", "reason": "again"}, "/staff/admin/tokens")
+    assert any(c == "error" and "already revoked" in m for c, m in flashes(admin, "/staff/admin/tokens"))
+
+
+def test_staff_token_reads_any_member_and_bad_token_requests_are_refused(demo, admin):
+    plain = _plain_token(_create_token(admin, "ops", "staff", "ignored-for-staff").get_data(as_text=True))
+    api = demo.test_client()
+    for key in ("c001", "u001"):
+        assert api.get(f"/api/v1/members/{key}/standing",
+                       headers={"Authorization": f"Bearer {plain}"}).status_code == 200
+    before = count(demo, AuditEntry)
+    for name, role, member, needle in (("ops", "staff", "", "exists"), ("bad name!", "staff", "", "token name"),
+                                       ("m", "member", "", "member"), ("m", "member", "nobody", "nobody"),
+                                       ("r", "root", "", "role")):
+        response = _create_token(admin, name, role, member)
+        assert response.status_code == 303, name
+        errors = [m for c, m in flashes(admin, "/staff/admin/tokens") if c == "error"]
+        assert len(errors) == 1 and needle in errors[0], (name, errors)
+    assert count(demo, AuditEntry) == before
+
+
+def test_admin_sets_roles_audited_and_the_last_admin_is_kept(demo, admin):
+    assert post(admin, "/staff/admin/staff", {"member": "c001", "role": "staff", "reason": ""},
+                "/staff/admin/staff").status_code == 303
+    with db(demo) as s:
+        assert s.scalar(select(Member.role).where(Member.key == "c001")) == "member"
+    post(admin, "/staff/admin/staff", {"member": "c001", "role": "staff", "reason": "joins operations"},
+         "/staff/admin/staff")
+    with db(demo) as s:
+        assert s.scalar(select(Member.role).where(Member.key == "c001")) == "staff"
+    entry = last_audit(demo, "member.role")
+    assert (entry.actor, entry.reason, entry.member_id, entry.before, entry.after) == (
+        "admin", "joins operations", member_id(demo, "c001"), {"role": "member"}, {"role": "staff"})
+    c001 = client_of(demo, "c001")  # demo password of a member, now staff
+    assert c001.get("/staff/").status_code == 200 and c001.get("/staff/admin/tokens").status_code == 403
+
+    # the only admin cannot demote itself
+    post(admin, "/staff/admin/staff", {"member": "admin", "role": "staff", "reason": "step down"}, "/staff/admin/staff")
+    assert any(c == "error" and "last admin" in m for c, m in flashes(admin, "/staff/admin/staff"))
+    with db(demo) as s:
+        assert s.scalar(select(Member.role).where(Member.key == "admin")) == "admin"
+    assert admin.get("/staff/admin/staff").status_code == 200
+
+    # with a second admin it can
+    post(admin, "/staff/admin/staff", {"member": "staff", "role": "admin", "reason": "deputy"}, "/staff/admin/staff")
+    post(admin, "/staff/admin/staff", {"member": "admin", "role": "staff", "reason": "step down"}, "/staff/admin/staff")
+    with db(demo) as s:
+        roles = dict(s.execute(select(Member.key, Member.role).where(Member.key.in_(("admin", "staff")))).all())
+    assert roles == {"admin": "staff", "staff": "admin"}
+    assert admin.get("/staff/admin/staff").status_code == 403  # the role is read on every request
+    new_admin = client_of(demo, "staff")
+    post(new_admin, "/staff/admin/staff", {"member": "staff", "role": "member", "reason": "oops"}, "/staff/admin/staff")
+    with db(demo) as s:
+        assert s.scalar(select(Member.role).where(Member.key == "staff")) == "admin"
+
+    for member, role, needle in (("nobody", "staff", "nobody"), ("c002", "root", "root"), ("c001", "staff", "already")):
+        post(new_admin, "/staff/admin/staff", {"member": member, "role": role, "reason": "r"}, "/staff/admin/staff")
+        assert any(c == "error" and needle in m for c, m in flashes(new_admin, "/staff/admin/staff")), needle
+
+
+def test_set_role_service_refuses_staff_and_tokens(demo):
+    from portal.services import ServiceError
+    from portal.services import staff as staff_service
+
+    with db(demo) as s:
+        for by in ("staff", "token:ops", "c001"):
+            with pytest.raises(ServiceError) as exc:
+                staff_service.set_role(s, by, "c002", "staff", "r")
+            assert exc.value.status == 403
+        with pytest.raises(ServiceError):
+            staff_service.revoke_token(s, "staff", "x", "r")
