@@ -74,6 +74,8 @@ def register(app: Flask) -> None:
     app.cli.add_command(grant_command)
     app.cli.add_command(tokens_group)
     app.cli.add_command(webhooks_group)
+    app.cli.add_command(backup_command)
+    app.cli.add_command(restore_command)
 
 
 def init_database(app: Flask) -> list:
@@ -535,3 +537,36 @@ def webhooks_deliver() -> None:
         out = deliver_due(s, dt.datetime.now(dt.UTC))
         s.commit()
     click.echo(f"delivered {out['delivered']}, to retry {out['retry']}, failed {out['failed']}")
+
+
+@click.command("backup")
+@click.argument("file")
+@with_appcontext
+def backup_command(file: str) -> None:
+    """Copy the embedded SQLite database to FILE while it runs (PostgreSQL: pg_dump)."""
+    from .extensions import db
+    from .services.backup import backup
+
+    try:
+        path = backup(db.engine, file)
+    except ServiceError as exc:
+        fail(exc.message)
+    click.echo(f"backed up to {path}")
+
+
+@click.command("restore")
+@click.argument("file")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def restore_command(file: str, yes: bool) -> None:
+    """Replace the embedded SQLite database with a backup (stop the site and scheduler first)."""
+    from .extensions import db
+    from .services.backup import restore
+
+    if not yes and not click.confirm("This replaces the whole database. Continue?"):
+        fail("not restored")
+    try:
+        restore(db.engine, file)
+    except ServiceError as exc:
+        fail(exc.message)
+    click.echo(f"restored from {file}")
