@@ -30,7 +30,7 @@ from ..models import (
 )
 from . import aggregates, ledger, notices
 from .definition import Program
-from .rules import downgrade_reasons, number, rows
+from .rules import all_met, downgrade_reasons, number, rows
 from .scores import Calculator, RankTable
 from .transitions import Held, blacklist_hits, decide, eligible, sub_class
 from .windows import previous_period_end
@@ -116,8 +116,6 @@ def decide_member(program: Program, held: Held, envs: list[dict[str, float]], as
             hits = rows(program, None, found, env)
     reward_met = None
     if level is not None and level.reward_tasks:
-        from .rules import all_met
-
         reward_met = all_met(level.reward_tasks, env)
     return Outcome(
         level=decision.level,
@@ -198,9 +196,9 @@ def _held(row, as_of: dt.date) -> Held:
                 blacklist_exempt=exempt)
 
 
-def _rank_tables(conn: Connection, program: Program, calc: Calculator, as_of: dt.date) -> dict[str, RankTable]:
+def _rank_tables(conn: Connection, program: Program, plan: aggregates.Plan, calc: Calculator,
+                 as_of: dt.date) -> dict[str, RankTable]:
     """First pass for programs with rank buckets: every enrolled member's ranked values."""
-    plan = aggregates.plan(program)
     merger = aggregates.Merger(aggregates.streams(conn, program.key, plan, as_of))
     collected: dict[str, list[float]] = {k: [] for k in calc.rank_sources}
     population = 0
@@ -253,7 +251,7 @@ def evaluate(
         ranks: dict[str, RankTable] = {}
         if calc.rank_keys:
             ranks = {
-                p: _rank_tables(conn, program, calc, p) for p in periods
+                p: _rank_tables(conn, program, plan, calc, p) for p in periods
             }  # ranks of each period's population
         mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p)) for p in periods]
         forecast_on = as_of + dt.timedelta(days=program.transitions.warn_days)

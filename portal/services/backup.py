@@ -17,6 +17,16 @@ def _sqlite_path(engine: Engine) -> Path:
     return Path(engine.url.database or "")
 
 
+def _copy(source: Path, target: Path) -> None:
+    """SQLite's online backup API: a consistent copy page by page."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
 def backup(engine: Engine, target: str | Path) -> Path:
     """An online, consistent copy (SQLite's backup API) - the site may keep running."""
     source_path = _sqlite_path(engine)
@@ -24,13 +34,7 @@ def backup(engine: Engine, target: str | Path) -> Path:
     if target.exists():
         raise ServiceError(f"{target} exists already; choose a new file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(source_path)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
+    _copy(source_path, target)
     return target
 
 
@@ -51,10 +55,4 @@ def restore(engine: Engine, source: str | Path) -> None:
     if not ok or not {"members", "standings", "alembic_version"} <= tables:
         raise ServiceError(f"{source} is not a Portal backup (integrity check or tables missing)")
     engine.dispose()
-    src = sqlite3.connect(source)
-    dst = sqlite3.connect(target_path)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
+    _copy(source, target_path)

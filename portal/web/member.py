@@ -17,6 +17,7 @@ from ..models import Member
 from ..services import NotFound, ServiceError
 from ..services import benefits as benefits_service
 from ..services import member_pages as pages
+from ..services import programs as programs_service
 
 bp = Blueprint("member", __name__)
 
@@ -27,6 +28,11 @@ class ReviewForm(FlaskForm):
 
 class EmptyForm(FlaskForm):
     """CSRF only (claim, mark read)."""
+
+
+def _programs(keys) -> dict:
+    """Parsed (cached) definitions of the given program keys."""
+    return {k: programs_service.definition(db.session, k)[0] for k in set(keys) if k}
 
 
 def _me() -> Member:
@@ -73,8 +79,8 @@ def program(key: str):
 @login_required
 def history():
     me = _me()
-    return render_template("member/history.html", changes=pages.history(db.session, me),
-                           programs={c.key: c.program for c in pages.cards(db.session, me, dt.date.today())})
+    changes = pages.history(db.session, me)
+    return render_template("member/history.html", changes=changes, programs=_programs(c.program_key for c in changes))
 
 
 @bp.get("/benefits")
@@ -82,9 +88,7 @@ def history():
 def benefits():
     me = _me()
     items = pages.benefit_items(db.session, me)
-    from ..services import programs as programs_service
-
-    programs = {k: programs_service.definition(db.session, k)[0] for k in {i.program_key for i in items}}
+    programs = _programs(i.program_key for i in items)
     return render_template("member/benefits.html", items=items, programs=programs, form=EmptyForm(),
                            review_form=ReviewForm())
 
@@ -98,10 +102,9 @@ def claim(item_id: int):
     try:
         item = benefits_service.claim(db.session, me.id, item_id, dt.date.today())
         db.session.commit()
-        from ..services import programs as programs_service
         from .i18n import benefit_label
 
-        program, _v = programs_service.definition(db.session, item.program_key)
+        program = _programs([item.program_key])[item.program_key]
         flash(_("Claimed: %(name)s", name=benefit_label(program, item.benefit_key)), "success")
     except NotFound:
         db.session.rollback()
@@ -140,10 +143,8 @@ def submit_review(item_id: int):
 @login_required
 def notifications():
     me = _me()
-    from ..services import programs as programs_service
-
     items = pages.notifications(db.session, me)
-    programs = {k: programs_service.definition(db.session, k)[0] for k in {n.program_key for n in items if n.program_key}}
+    programs = _programs(n.program_key for n in items)
     return render_template("member/notifications.html", items=items, programs=programs, form=EmptyForm())
 
 
