@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "PORTAL_"
+# Read from the environment as booleans ("false" must not be a truthy string). Switching the
+# rate limiter off is for load tests on loopback only.
+BOOLEAN_KEYS = frozenset({"DEMO", "RATELIMIT_ENABLED"})
 
 
 class ConfigError(RuntimeError):
@@ -38,8 +41,8 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
         if name.startswith(ENV_PREFIX) and not name.startswith("PORTAL_TEST_"):
             key = name[len(ENV_PREFIX) :]
             out[key] = value
-    if "DEMO" in out:
-        out["DEMO"] = out["DEMO"].lower() in ("1", "true", "yes", "on")
+    for key in BOOLEAN_KEYS & out.keys():
+        out[key] = out[key].lower() in ("1", "true", "yes", "on")
     return out
 
 
