@@ -40,6 +40,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.add_extension("jinja2.ext.do")
     register_extensions(app)
     register_security_headers(app)
+    from .web import security
+
+    security.register(app)
     register_blueprints(app)
     register_commands(app)
     return app

@@ -3,9 +3,11 @@
 from .audit import AuditEntry
 from .base import Base
 from .benefits import BENEFIT_STATES, OPEN_STATES, BenefitItem, JobRun, Notification, SchedulerLease
+from .evidence import EvidenceFile
 from .members import ROLES, SEGMENTS, Enrolment, Member
 from .metrics import MetricRow
 from .programs import Program, ProgramVersion
+from .security import LoginSession, SecurityEvent
 from .standings import EvaluationRun, LevelChange, Standing
 from .tokens import ApiToken
 from .webhooks import WebhookDelivery, WebhookEndpoint
@@ -16,11 +18,14 @@ __all__ = [
     "BENEFIT_STATES",
     "BenefitItem",
     "JobRun",
+    "LoginSession",
     "Notification",
     "OPEN_STATES",
     "SchedulerLease",
+    "SecurityEvent",
     "Base",
     "Enrolment",
+    "EvidenceFile",
     "EvaluationRun",
     "LevelChange",
     "Member",

@@ -17,6 +17,7 @@ from ..services import benefits as benefits_service
 from ..services import tokens as tokens_service
 from ..services.standings import change_json, member_by_key, member_standings
 from .openapi import document
+from .security import note, note_if_not_owner
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # token-authenticated, no cookies
@@ -81,6 +82,7 @@ def _member_for(key: str):
     except NotFound:
         raise ApiError(404, f"unknown member '{key}'") from None
     if g.principal.role == "member" and g.principal.member_id != member.id:
+        note("not_owner", detail=f"member {key[:64]}")
         raise ApiError(404, f"unknown member '{key}'")
     return member
 
@@ -132,7 +134,12 @@ def benefits(member: str):
 @auth()
 def claim(member: str, item_id: int):
     m = _member_for(member)
-    item = benefits_service.claim(db.session, m.id, item_id, _today())
+    try:
+        item = benefits_service.claim(db.session, m.id, item_id, _today())
+    except NotFound:
+        db.session.rollback()
+        note_if_not_owner(BenefitItem, item_id, m.id)
+        raise
     db.session.commit()
     return jsonify({"program": item.program_key, **benefits_service.item_json(item)})
 

@@ -12,7 +12,9 @@ from wtforms.validators import DataRequired, EqualTo, Length
 
 from ..extensions import db, limiter, login_manager
 from ..models import Member
+from ..services import login_sessions
 from ..services.passwords import hash_password, needs_rehash, verify
+from .security import note
 
 bp = Blueprint("auth", __name__)
 
@@ -26,29 +28,36 @@ class User:
     name: str
     role: str
     locale: str | None
+    token: str  # the server-side login session (services/login_sessions.py)
 
     is_authenticated = True
     is_active = True
     is_anonymous = False
 
     def get_id(self) -> str:
-        return str(self.id)
+        # Flask-Login keeps this in the session and the remember cookie: the member and the
+        # login session, so ending the session on the server ends both cookies' power.
+        return f"{self.id}:{self.token}"
 
     @property
     def is_staff(self) -> bool:
         return self.role in ("staff", "admin")
 
     @classmethod
-    def of(cls, m: Member) -> User:
-        return cls(m.id, m.key, m.name, m.role, m.locale)
+    def of(cls, m: Member, token: str) -> User:
+        return cls(m.id, m.key, m.name, m.role, m.locale, token)
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    if not user_id.isdigit():
+    member_id, _sep, token = user_id.partition(":")
+    if not member_id.isdigit() or not token:
+        return None  # malformed, or a cookie from before login sessions existed
+    member = login_sessions.member_of(db.session, int(member_id), token)
+    if member is None:
+        note("session_ended", member_id=None, detail=f"member #{member_id}")
         return None
-    member = db.session.get(Member, int(user_id))
-    return User.of(member) if member else None
+    return User.of(member, token)
 
 
 class LoginForm(FlaskForm):
@@ -78,12 +87,15 @@ def login():
         member = session.scalar(select(Member).where(or_(Member.key == name, Member.email == name.lower())))
         # Same message whether the account exists or not.
         if member is None or not verify(member.password_hash, form.password.data):
+            note("login_failed", account=name.lower()[:254])
             flash(_("Wrong username or password."), "error")
             return render_template("auth/login.html", form=form), 401
         if needs_rehash(member.password_hash):
             member.password_hash = hash_password(form.password.data)
-            session.commit()
-        login_user(User.of(member), remember=bool(form.remember.data))
+        token = login_sessions.start(session, member.id, request.remote_addr)
+        session.commit()
+        login_user(User.of(member, token), remember=bool(form.remember.data))
+        note("login_succeeded", account=member.key, member_id=member.id)
         return redirect(url_for("member.overview"))
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
@@ -92,6 +104,9 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    login_sessions.end(db.session, current_user.token)
+    db.session.commit()
+    note("logout", account=current_user.key, member_id=current_user.id)
     logout_user()
     return redirect(url_for("auth.login"))
 
@@ -114,10 +129,13 @@ def change_password():
             return render_template("auth/password.html", form=form), 400
         member = db.session.get(Member, current_user.id)
         if member is None or not verify(member.password_hash, form.current.data):
+            note("password_change_failed")
             flash(_("Your current password is not right."), "error")
             return render_template("auth/password.html", form=form), 400
         member.password_hash = hash_password(form.new.data)
+        login_sessions.end_others(db.session, member.id, keep=current_user.token)
         db.session.commit()
+        note("password_changed")
         flash(_("Password changed."), "success")
         return redirect(url_for("member.overview"), 303)
     return render_template("auth/password.html", form=form)

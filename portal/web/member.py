@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from markupsafe import Markup
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
-from ..models import Member
-from ..services import NotFound, ServiceError
+from ..models import BenefitItem, EvidenceFile, Member
+from ..services import NotFound, ServiceError, evidence
 from ..services import benefits as benefits_service
 from ..services import member_pages as pages
 from ..services import programs as programs_service
+from .security import note_if_not_owner
 
 bp = Blueprint("member", __name__)
 
@@ -72,7 +85,96 @@ def program(key: str):
 
         level = card.program.level(card.standing.level)
         reward_rows = rows(card.program, level.key, level.reward_tasks, card.standing.values) if level else []
-    return render_template("member/program.html", card=card, charts=charts, hint=pages.hint, reward_rows=reward_rows)
+    files = evidence.listing(db.session, me.id, key) if evidence.accepts(card.program) else None
+    return render_template("member/program.html", card=card, charts=charts, hint=pages.hint, reward_rows=reward_rows,
+                           evidence_files=files, evidence_form=EvidenceForm(), delete_form=EmptyForm(),
+                           evidence_max_mib=evidence.MAX_BYTES // (1024 * 1024))
+
+
+class EvidenceForm(FlaskForm):
+    file = FileField("file")
+
+
+def evidence_root() -> Path:
+    """PORTAL_EVIDENCE_DIR, or evidence/ in the instance folder: never under static/."""
+    configured = current_app.config.get("EVIDENCE_DIR")
+    return Path(configured) if configured else Path(current_app.instance_path) / "evidence"
+
+
+def _refuse(status: int, message: str):
+    return render_template("error.html", title=_("Not accepted"), message=message), status
+
+
+@bp.post("/programs/<key>/evidence")
+@login_required
+def upload_evidence(key: str):
+    me = _me()
+    form = EvidenceForm()
+    if not form.validate_on_submit():
+        abort(400)
+    upload = form.file.data
+    if upload is None or not getattr(upload, "filename", None):
+        return _refuse(400, _("Choose a file to upload."))
+    try:
+        program, _version = programs_service.definition(db.session, key)
+        # Read one byte past the limit: enough to refuse an oversized file without reading it all.
+        data = upload.stream.read(evidence.MAX_BYTES + 1)
+        row = evidence.store(db.session, evidence_root(), me.id, program, upload.filename, data)
+        db.session.commit()
+    except NotFound:
+        db.session.rollback()
+        abort(404)
+    except ServiceError as exc:
+        db.session.rollback()
+        return _refuse(exc.status, _("The file was not accepted: %(why)s.", why=exc.message))
+    flash(_("Uploaded: %(name)s", name=row.filename), "success")
+    return redirect(url_for("member.program", key=key, _anchor="evidence"), 303)
+
+
+@bp.get("/programs/<key>/evidence/<int:file_id>")
+@login_required
+def evidence_file(key: str, file_id: int):
+    me = _me()
+    try:
+        row = evidence.owned(db.session, me.id, file_id, key)
+    except NotFound:
+        note_if_not_owner(EvidenceFile, file_id, me.id)
+        abort(404)
+    return send_evidence(row)
+
+
+@bp.post("/programs/<key>/evidence/<int:file_id>/delete")
+@login_required
+def delete_evidence(key: str, file_id: int):
+    me = _me()
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        evidence.owned(db.session, me.id, file_id, key)
+        path = evidence.remove(db.session, evidence_root(), me.id, file_id)
+        db.session.commit()
+    except NotFound:
+        db.session.rollback()
+        note_if_not_owner(EvidenceFile, file_id, me.id)
+        abort(404)
+    path.unlink(missing_ok=True)
+    flash(_("File deleted."), "success")
+    return redirect(url_for("member.program", key=key, _anchor="evidence"), 303)
+
+
+def send_evidence(row: EvidenceFile):
+    """The file as a download: never rendered inline by the browser, never cached."""
+    try:
+        path = evidence.path_of(evidence_root(), row)
+    except NotFound:
+        abort(404)
+    if not path.is_file():
+        abort(404)
+    response = send_file(path, mimetype=row.content_type, as_attachment=True, download_name=row.filename,
+                         max_age=0, conditional=False)
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 @bp.get("/history")
@@ -108,6 +210,7 @@ def claim(item_id: int):
         flash(_("Claimed: %(name)s", name=benefit_label(program, item.benefit_key)), "success")
     except NotFound:
         db.session.rollback()
+        note_if_not_owner(BenefitItem, item_id, me.id)
         abort(404)
     except ServiceError as exc:
         db.session.rollback()
@@ -132,6 +235,7 @@ def submit_review(item_id: int):
         flash(_("Sent for review."), "success")
     except NotFound:
         db.session.rollback()
+        note_if_not_owner(BenefitItem, item_id, me.id)
         abort(404)
     except ServiceError as exc:
         db.session.rollback()

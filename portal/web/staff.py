@@ -34,12 +34,13 @@ from wtforms.validators import NumberRange, Optional
 
 from ..extensions import db
 from ..models import SEGMENTS, Member
-from ..services import NotFound, ServiceError, dashboards, simulation
+from ..services import NotFound, ServiceError, dashboards, evidence, security_log, simulation
 from ..services import benefits as benefits_service
 from ..services import programs as programs_service
 from ..services import staff as staff_service
 from ..services import tokens as tokens_service
 from ..services.standings import enrolled_programs
+from .member import send_evidence
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 PAGE = 50
@@ -242,7 +243,19 @@ def member(key: str):
         "staff/member.html", m=file, programs=programs_service.all_current(db.session),
         grant_form=GrantForm(), override_form=OverrideForm(), program_form=ProgramForm(),
         dispatch_form=DispatchForm(day=_today()), segments_form=SegmentsForm(obj=file.member),
-        grant_limit=_grant_limit(), today=_today(), segments=SEGMENTS)
+        grant_limit=_grant_limit(), today=_today(), segments=SEGMENTS,
+        evidence_files=evidence.listing(db.session, file.member.id))
+
+
+@bp.get("/members/<key>/evidence/<int:file_id>")
+def member_evidence(key: str, file_id: int):
+    """A member's evidence file, for staff reviewing a grade."""
+    m = _member_or_404(key)
+    try:
+        row = evidence.owned(db.session, m.id, file_id)
+    except NotFound:
+        abort(404)
+    return send_evidence(row)
 
 
 def _member_or_404(key: str) -> Member:
@@ -495,6 +508,23 @@ def audit_csv():
 
     return _csv_stream(["id", "at", "actor", "action", "member", "program", "reason", "before", "after"], rows,
                        "audit.csv")
+
+
+@bp.get("/security")
+def security_events():
+    """The security event log (logins, refusals); reading it is itself not an event."""
+    args = request.args
+    f = security_log.EventFilter(
+        kind=args.get("kind", "").strip() or None, account=args.get("account", "").strip() or None,
+        address=args.get("address", "").strip() or None)
+    before = _int_arg("before")
+    rows = security_log.events(db.session, f, before_id=before, limit=AUDIT_PAGE + 1)
+    more = len(rows) > AUDIT_PAGE
+    rows = rows[:AUDIT_PAGE]
+    query = {k: v for k, v in vars(f).items() if v}
+    next_url = url_for("staff.security_events", **query, before=rows[-1].id) if more and rows else None
+    return render_template("staff/security.html", f=f, rows=rows, next_url=next_url, before=before, query=query,
+                           kinds=security_log.KINDS)
 
 
 # -- admin: API tokens and staff roles (role admin; staff get 403) ---------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import func, select
 
 from portal.db import make_engine
 from portal.migrate import current_revision, upgrade
@@ -27,3 +28,68 @@ def test_upgrade_is_idempotent(db_url):
     upgrade(engine)
     assert current_revision(engine) == first
     engine.dispose()
+
+
+def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
+    """Release 0.1 shipped migration 0001: create that schema, fill it as 0.1 did (programs,
+    members, metrics, an evaluation, an audit entry), upgrade to head, and find every row intact
+    and the new tables (login sessions, security events, evidence files) working."""
+    import datetime as dt
+
+    from sqlalchemy import inspect
+
+    from portal.db import session_factory
+    from portal.engine.run import evaluate
+    from portal.models import EvidenceFile, SecurityEvent, Standing
+    from portal.services import audit, login_sessions, security_log
+    from portal.services import programs as programs_service
+    from portal.services.imports import import_members_csv, import_metrics_csv
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    assert current_revision(engine) == "0001"
+    assert "security_events" not in inspect(engine).get_table_names()
+    today = dt.date(2026, 11, 1)
+    # Tables 0001 created are unchanged by 0002, so the services can fill them.
+    with session_factory(engine)() as s:
+        programs_service.load_builtins(s)
+        import_members_csv(s, "member,name,email,role,password,programs\n"
+                              "c001,小美,c001@x.test,member,,creator\nc002,Ann,,member,,creator member\n", today)
+        import_metrics_csv(s, "member,metric,date,value\nc001,followers,2026-10-31,120000\n"
+                              "c001,video,2026-10-20,9000\nc002,purchase,2026-10-10,300\n")
+        s.commit()  # an evaluation reads committed data
+        program, version = programs_service.definition(s, "creator")
+        evaluate(s, program, version, today)
+        audit.record(s, "ops", "benefit.grant", reason="kept")
+        s.commit()
+    before = _rows(engine)
+    assert len(before["standings"]) == 2 and before["metric_rows"]
+    upgrade(engine)
+    assert current_revision(engine) == "0002"
+    after = _rows(engine)
+    assert {k: after[k] for k in before} == before
+    assert set(after) - set(before) == {"evidence_files", "login_sessions", "security_events"}
+    with session_factory(engine)() as s:
+        member_id = s.scalar(select(Standing.member_id).limit(1))
+        token = login_sessions.start(s, member_id, "127.0.0.1")
+        security_log.record(s, "login_succeeded", method="POST", route="/login", status=302, member_id=member_id)
+        s.add(EvidenceFile(member_id=member_id, program_key="creator", filename="a.pdf", stored_name="x.pdf",
+                           content_type="application/pdf", size=1, sha256="0" * 64,
+                           uploaded_at=dt.datetime.now(dt.UTC)))
+        s.commit()
+        assert login_sessions.member_of(s, member_id, token).id == member_id
+        assert s.scalar(select(func.count()).select_from(SecurityEvent)) == 1
+        # and the next evaluation runs on the upgraded database
+        evaluate(s, program, version, today + dt.timedelta(days=1))
+        s.commit()
+    engine.dispose()
+
+
+def _rows(engine) -> dict[str, list[tuple]]:
+    from sqlalchemy import MetaData
+
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        return {name: sorted((tuple(map(repr, row)) for row in conn.execute(table.select())), key=repr)
+                for name, table in meta.tables.items() if name != "alembic_version"}

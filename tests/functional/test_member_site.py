@@ -370,12 +370,22 @@ def _sample_url(site: Site, rule) -> str:
 
 
 def _database(site: Site) -> dict[str, list[tuple]]:
-    """Every row of every table (the demo database is small)."""
+    """Every row of every table (the demo database is small) but the security event log, which
+    records the refusals themselves."""
     from portal.models import Base
 
     with site.db() as s:
         return {t.name: sorted((tuple(map(repr, row)) for row in s.execute(t.select())), key=repr)
-                for t in Base.metadata.sorted_tables}
+                for t in Base.metadata.sorted_tables if t.name != "security_events"}
+
+
+def _csrf_refusals(site: Site) -> int:
+    from sqlalchemy import func, select
+
+    from portal.models import SecurityEvent
+
+    with site.db() as s:
+        return s.scalar(select(func.count()).where(SecurityEvent.kind == "csrf_failed"))
 
 
 def test_every_post_route_refuses_a_missing_or_forged_csrf_token_and_changes_nothing(site):
@@ -385,7 +395,7 @@ def test_every_post_route_refuses_a_missing_or_forged_csrf_token_and_changes_not
     assert "/benefits/<int:item_id>/claim" in protected and len(protected) >= len(CSRF_CASES)
     clients = {"member": site.client("c001"), "staff": site.client("admin", "staff1234"),
                "anonymous": site.app.test_client()}
-    before = _database(site)
+    before, refusals = _database(site), _csrf_refusals(site)
     for path, rule in sorted(protected.items()):
         who = "staff" if path.startswith("/staff") else "anonymous" if path == "/login" else "member"
         client, url = clients[who], _sample_url(site, rule)
@@ -399,6 +409,7 @@ def test_every_post_route_refuses_a_missing_or_forged_csrf_token_and_changes_not
             assert response.status_code == 400, (url, who, token, response.status_code)
             assert re.search(r"CSRF (session )?token", body) and "Traceback" not in body, (url, body[:300])
     assert _database(site) == before
+    assert _csrf_refusals(site) == refusals + 2 * len(protected)  # each refusal is in the security log
     assert clients["member"].get("/").status_code == 200  # still logged in: /logout was refused
     assert clients["anonymous"].get("/").status_code == 302  # not logged in: /login was refused
 
