@@ -19,7 +19,7 @@ class ConfigError(RuntimeError):
 def defaults(instance_path: str) -> dict[str, Any]:
     return {
         "DATABASE_URL": "sqlite:///" + str(Path(instance_path) / "portal.db"),
-        "SECRET_KEY": None,
+        "SECRET_KEY": None,  # nosec B105 - no key by default; check_secret() refuses to serve without one
         "SCHEDULER": "off",
         "DEMO": False,
         "RATELIMIT_STORAGE": "memory://",
