@@ -66,10 +66,10 @@ class World:
                                  value=value, kind=kind))
         self.s.commit()
 
-    def evaluate(self, program: str, as_of: str | dt.date, dry_run: bool = False) -> Summary:
+    def evaluate(self, program: str, as_of: str | dt.date, dry_run: bool = False, full: bool = False) -> Summary:
         definition, version = programs_service.definition(self.s, program)
         day = d(as_of) if isinstance(as_of, str) else as_of
-        summary = evaluate(self.s, definition, version, day, dry_run=dry_run, now=NOW)
+        summary = evaluate(self.s, definition, version, day, dry_run=dry_run, now=NOW, full=full)
         self.s.commit()
         return summary
 

@@ -76,8 +76,9 @@ def _column(spec: AggregateSpec):
 
 
 def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], window: str, as_of: dt.date,
-                 data_until: dt.date | None = None) -> Select:
-    """``data_until`` (forecasts): the window is that of ``as_of`` but only rows up to it count."""
+                 data_until: dt.date | None = None, members: Select | None = None) -> Select:
+    """``data_until`` (forecasts): the window is that of ``as_of`` but only rows up to it count.
+    ``members``: a query of member ids to restrict the scan to (an incremental re-run)."""
     start, end = bounds(window, as_of)
     if data_until is not None:
         end = min(end, data_until)
@@ -91,10 +92,12 @@ def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], windo
     )
     if start is not None:
         stmt = stmt.where(MR.c.date >= start)
+    if members is not None:
+        stmt = stmt.where(MR.c.member_id.in_(members))
     return stmt
 
 
-def latest_query(program_key: str, metrics: list[str], as_of: dt.date) -> Select:
+def latest_query(program_key: str, metrics: list[str], as_of: dt.date, members: Select | None = None) -> Select:
     rn = func.row_number().over(
         partition_by=(MR.c.member_id, MR.c.metric), order_by=(MR.c.date.desc(), MR.c.id.desc())
     )
@@ -102,8 +105,10 @@ def latest_query(program_key: str, metrics: list[str], as_of: dt.date) -> Select
         select(MR.c.member_id, MR.c.metric, MR.c.value, rn.label("rn"))
         .join(EN, (EN.c.member_id == MR.c.member_id) & (EN.c.program_key == program_key))
         .where(MR.c.metric.in_(sorted(metrics)), MR.c.date <= as_of)
-        .subquery()
     )
+    if members is not None:
+        inner = inner.where(MR.c.member_id.in_(members))
+    inner = inner.subquery()
     return select(inner.c.member_id, inner.c.metric, inner.c.value).where(inner.c.rn == 1).order_by(inner.c.member_id)
 
 
@@ -116,16 +121,18 @@ def _clean(v) -> float:
 Stream = Iterator[tuple[int, dict[str, float]]]
 
 
-def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_until: dt.date | None = None) -> list[Stream]:
+def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_until: dt.date | None = None,
+            members: Select | None = None) -> list[Stream]:
     """One iterator per query, each yielding (member_id, {value key: number}) in member order."""
     out: list[Stream] = []
     for window, specs in p.by_window.items():
         keys = [k for k, _ in specs]
-        result = conn.execution_options(yield_per=5000).execute(window_query(program_key, specs, window, as_of, data_until))
-        out.append(_rows(result, keys))
+        query = window_query(program_key, specs, window, as_of, data_until, members)
+        out.append(_rows(conn.execution_options(yield_per=5000).execute(query), keys))
     if p.latest:
         latest_day = min(as_of, data_until) if data_until else as_of
-        result = conn.execution_options(yield_per=5000).execute(latest_query(program_key, list(p.latest), latest_day))
+        query = latest_query(program_key, list(p.latest), latest_day, members)
+        result = conn.execution_options(yield_per=5000).execute(query)
         out.append(_group_latest(result, p.latest))
     return out
 

@@ -15,16 +15,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..models import (
     OPEN_STATES,
+    AuditEntry,
     BenefitItem,
     Enrolment,
     EvaluationRun,
     LevelChange,
     Member,
+    MetricRow,
     Notification,
     Standing,
 )
@@ -40,7 +56,12 @@ LC = LevelChange.__table__
 BI = BenefitItem.__table__
 NT = Notification.__table__
 EN = Enrolment.__table__
-BATCH = 20_000
+MR = MetricRow.__table__
+ER = EvaluationRun.__table__
+BATCH = 50_000  # members per write batch: bounded memory, few statements (issue 7: 100k <= 1.1x 10k)
+# Staff actions are audited; those from shortly before the previous run started are taken in
+# too, in case their transaction committed after that run's snapshot.
+AUDIT_MARGIN = dt.timedelta(minutes=5)
 # Copied to prev_* when a standing moves to a later as-of date.
 PREV_COLUMNS = ("level", "sub_class", "status", "level_since", "promoted_on", "as_of", "score", "values")
 
@@ -65,6 +86,9 @@ class Summary:
     started_at: dt.datetime | None = None  # the run's clock: items and changes it wrote carry it
     duration_ms: int = 0
     changes: list[dict[str, Any]] = field(default_factory=list)  # the first CHANGE_LIST ones
+    # An incremental re-run: how many members were looked at again (the others' standings are
+    # those of the earlier run that day and count as evaluated and unchanged). None: a full run.
+    reexamined: int | None = None
 
     CHANGE_LIST = 1000
 
@@ -141,7 +165,7 @@ def _periods(program: Program, as_of: dt.date) -> list[dt.date]:
     return [previous_period_end(as_of, program.transitions.period, k) for k in range(n)]
 
 
-def _driver(conn: Connection, program_key: str):
+def _driver(conn: Connection, program_key: str, members: Select | None = None):
     stmt = (
         select(
             EN.c.member_id,
@@ -166,6 +190,7 @@ def _driver(conn: Connection, program_key: str):
         .join(Member.__table__, Member.__table__.c.id == EN.c.member_id)
         .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
         .where(EN.c.program_key == program_key)
+        .where(EN.c.member_id.in_(members) if members is not None else True)
         .order_by(EN.c.member_id)
     )
     return conn.execution_options(yield_per=5000).execute(stmt)
@@ -196,6 +221,52 @@ def _held(row, as_of: dt.date) -> Held:
                 blacklist_exempt=exempt)
 
 
+def metric_mark(session: Session) -> int | None:
+    """The highest metric row id such that every row at or below it is committed, or None when
+    that cannot be known (on PostgreSQL, another transaction is inserting rows right now: ids
+    are handed out before commit, so a lower id could still appear). The next same-day run
+    re-examines only members with rows above the mark."""
+    engine = session.get_bind()
+    if engine.dialect.name == "sqlite":
+        # One writer at a time, so committed ids never fall below uncommitted ones.
+        with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            return conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
+    with engine.connect() as conn:
+        mark = conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
+        # Checked after reading the mark: an inserter holds this lock from before it takes an id
+        # until it commits, so none running now means none below the mark is still to come.
+        busy = conn.scalar(text(
+            "SELECT count(*) FROM pg_locks WHERE relation = CAST(:t AS regclass) AND mode = 'RowExclusiveLock' "
+            "AND pid <> pg_backend_pid()"), {"t": MR.name})
+        conn.rollback()
+    return None if busy else mark
+
+
+def _previous_run(session: Session, program_key: str, as_of: dt.date, version: int):
+    """The last finished run of this program, version and date with a metric mark, if any."""
+    return session.execute(
+        select(ER.c.id, ER.c.started_at, ER.c.metric_mark)
+        .where(ER.c.program_key == program_key, ER.c.as_of == as_of, ER.c.status == "done",
+               ER.c.program_version == version, ER.c.metric_mark.is_not(None))
+        .order_by(ER.c.id.desc()).limit(1)
+    ).first()
+
+
+def changed_members(program_key: str, as_of: dt.date, previous) -> Select:
+    """Who a same-day re-run must look at again: members with metric rows newer than the earlier
+    run's mark, members whose standing is not at this date yet (new enrolments, an interrupted
+    run), and members a staff action touched since that run began."""
+    return union(
+        select(MR.c.member_id).where(MR.c.id > previous.metric_mark),
+        select(EN.c.member_id)
+        .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
+        .where(EN.c.program_key == program_key, or_(ST.c.as_of.is_(None), ST.c.as_of != as_of)),
+        select(AuditEntry.__table__.c.member_id)
+        .where(AuditEntry.__table__.c.at >= previous.started_at - AUDIT_MARGIN,
+               AuditEntry.__table__.c.member_id.is_not(None)),
+    )
+
+
 def _rank_tables(conn: Connection, program: Program, plan: aggregates.Plan, calc: Calculator,
                  as_of: dt.date) -> dict[str, RankTable]:
     """First pass for programs with rank buckets: every enrolled member's ranked values."""
@@ -220,8 +291,14 @@ def evaluate(
     on_batch: Callable[[], None] | None = None,
     now: dt.datetime | None = None,
     batch_size: int = BATCH,
+    full: bool = False,
 ) -> Summary:
-    """Evaluate every enrolled member of ``program`` as of ``as_of``."""
+    """Evaluate every enrolled member of ``program`` as of ``as_of``.
+
+    A re-run of a date already evaluated (same program version) is incremental unless ``full``:
+    only ``changed_members`` are read and decided again; everyone else keeps the earlier run's
+    result. Programs with population ranks always run in full (one member's data moves every
+    rank)."""
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
     summary = Summary(program.key, as_of, version, dry_run, started_at=now)
@@ -237,12 +314,17 @@ def evaluate(
                 f"history after it. Use --dry-run to look at {as_of}, or rebuild the history date by date "
                 f"on a fresh database."
             )
+        previous = None if full or calc.rank_keys else _previous_run(session, program.key, as_of, version)
+        members = changed_members(program.key, as_of, previous) if previous is not None else None
         summary.run_id = session.execute(
             insert(EvaluationRun.__table__)
-            .values(program_key=program.key, program_version=version, as_of=as_of, started_at=now, status="running")
+            .values(program_key=program.key, program_version=version, as_of=as_of, started_at=now, status="running",
+                    metric_mark=metric_mark(session))
             .returning(EvaluationRun.__table__.c.id)
         ).scalar_one()
         existing_changes = _changes_on(session, program.key, as_of)
+    else:
+        members = None
     writer = _Writer(session, program, version, as_of, summary.run_id, now, existing_changes if not dry_run else {}, on_batch)
     writer.batch_size = batch_size
 
@@ -253,12 +335,13 @@ def evaluate(
             ranks = {
                 p: _rank_tables(conn, program, plan, calc, p) for p in periods
             }  # ranks of each period's population
-        mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p)) for p in periods]
+        mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p, members=members)) for p in periods]
         forecast_on = as_of + dt.timedelta(days=program.transitions.warn_days)
         forecast = None
         if program.transitions.warn_days and program.selection != "bands":
-            forecast = aggregates.Merger(aggregates.streams(conn, program.key, plan, forecast_on, data_until=as_of))
-        for row in _driver(conn, program.key):
+            forecast = aggregates.Merger(aggregates.streams(conn, program.key, plan, forecast_on, data_until=as_of,
+                                                            members=members))
+        for row in _driver(conn, program.key, members):
             held = _held(row, as_of)
             rerun = row.as_of is not None and row.as_of == as_of
             stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
@@ -274,6 +357,11 @@ def evaluate(
                 summary.benefits_issued += len(due.items)
             else:
                 writer.add(row.member_id, row.as_of is not None, held, outcome, due, notes)
+        if members is not None:
+            enrolled = conn.scalar(select(func.count()).select_from(EN).where(EN.c.program_key == program.key))
+            summary.reexamined = summary.evaluated
+            summary.unchanged += enrolled - summary.evaluated
+            summary.evaluated = enrolled
         if not dry_run:
             writer.flush()
             summary.benefits_issued = writer.issued

@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -111,5 +112,8 @@ class EvaluationRun(Base):
     blacklisted: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # Every metric row up to this id was committed when the run read its data (None: unknown);
+    # a same-day re-run re-examines only members with newer rows (engine/run.py).
+    metric_mark: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_evaluation_runs_program_as_of", "program_key", "as_of"),)

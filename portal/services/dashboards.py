@@ -242,7 +242,8 @@ def member_file(session: Session, member_key: str, limit: int = 200) -> MemberFi
         program, _ = programs_service.definition(session, key)
         st = stored.get(key)
         env = st.values if st is not None else {}
-        levels = [(lv.key, rules.level_rows(program, lv.key, env)) for lv in program.levels]
+        # Not evaluated yet: no values to measure the levels against.
+        levels = [(lv.key, rules.level_rows(program, lv.key, env)) for lv in program.levels] if st is not None else []
         level = program.level(st.level) if st is not None else None
         reward = rules.rows(program, level.key, level.reward_tasks, env) if level is not None else []
         views.append(StandingView(program, st, levels, reward))

@@ -175,9 +175,13 @@ def unread_count(session: Session, member_id: int) -> int:
 
 
 def mark_read(session: Session, member_id: int, notification_id: int | None, now: dt.datetime) -> int:
-    """Mark one (or, with None, all) of the member's notifications read; another member's id
-    simply matches nothing."""
+    """Mark one (or, with None, all) of the member's notifications read. One that is not the
+    member's (or does not exist) raises NotFound; one already read is fine."""
     stmt = update(Notification).where(Notification.member_id == member_id, Notification.read_at.is_(None))
     if notification_id is not None:
         stmt = stmt.where(Notification.id == notification_id)
-    return session.execute(stmt.values(read_at=now)).rowcount or 0
+    changed = session.execute(stmt.values(read_at=now)).rowcount or 0
+    if notification_id is not None and not changed and session.scalar(
+            select(Notification.id).where(Notification.id == notification_id, Notification.member_id == member_id)) is None:
+        raise NotFound("no such notification")
+    return changed

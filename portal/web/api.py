@@ -64,9 +64,9 @@ def auth(role: str | None = None):
             if principal is None:
                 raise ApiError(401, "a valid bearer token is required",
                                {"header": "Authorization: Bearer <token>"})
+            g.principal = principal  # before the role check, so a refusal names the token
             if role == "staff" and principal.role != "staff":
                 raise ApiError(403, "this needs a staff token")
-            g.principal = principal
             return fn(*args, **kwargs)
 
         return inner

@@ -25,7 +25,7 @@ from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
-from ..models import BenefitItem, EvidenceFile, Member
+from ..models import BenefitItem, EvidenceFile, Member, Notification
 from ..services import NotFound, ServiceError, evidence
 from ..services import benefits as benefits_service
 from ..services import member_pages as pages
@@ -258,7 +258,12 @@ def notifications():
 def mark_read(notification_id: int | None = None):
     if not EmptyForm().validate_on_submit():
         abort(400)
-    pages.mark_read(db.session, current_user.id, notification_id, dt.datetime.now(dt.UTC))
+    try:
+        pages.mark_read(db.session, current_user.id, notification_id, dt.datetime.now(dt.UTC))
+    except NotFound:
+        db.session.rollback()
+        note_if_not_owner(Notification, notification_id, current_user.id)
+        abort(404)
     db.session.commit()
     return redirect(request.referrer if _same_site(request.referrer) else url_for("member.notifications"), 303)
 

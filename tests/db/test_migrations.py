@@ -36,7 +36,7 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
     and the new tables (login sessions, security events, evidence files) working."""
     import datetime as dt
 
-    from sqlalchemy import inspect
+    from sqlalchemy import inspect, text
 
     from portal.db import session_factory
     from portal.engine.run import evaluate
@@ -57,19 +57,27 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
                               "c001,小美,c001@x.test,member,,creator\nc002,Ann,,member,,creator member\n", today)
         import_metrics_csv(s, "member,metric,date,value\nc001,followers,2026-10-31,120000\n"
                               "c001,video,2026-10-20,9000\nc002,purchase,2026-10-10,300\n")
-        s.commit()  # an evaluation reads committed data
-        program, version = programs_service.definition(s, "creator")
-        evaluate(s, program, version, today)
         audit.record(s, "ops", "benefit.grant", reason="kept")
         s.commit()
+    with engine.begin() as conn:  # a finished run as 0.1 recorded it (its columns only)
+        conn.execute(text("INSERT INTO evaluation_runs (program_key, program_version, as_of, started_at, "
+                          "finished_at, status, evaluated, upgraded, downgraded, unchanged, blacklisted) VALUES "
+                          "('creator', 1, '2026-10-31', :t, :t, 'done', 2, 1, 0, 1, 0)"),
+                     {"t": dt.datetime(2026, 10, 31, 2, tzinfo=dt.UTC)})
     before = _rows(engine)
-    assert len(before["standings"]) == 2 and before["metric_rows"]
+    assert len(before["evaluation_runs"]) == 1 and len(before["metric_rows"]) == 3 and len(before["members"]) == 2
     upgrade(engine)
     assert current_revision(engine) == "0002"
     after = _rows(engine)
-    assert {k: after[k] for k in before} == before
+    for table, rows in before.items():  # every old row, every old column, unchanged
+        columns = rows[0].keys() if rows else ()
+        assert [{c: r[c] for c in columns} for r in after[table]] == rows, table
+    assert [r["metric_mark"] for r in after["evaluation_runs"]] == ["None"]
     assert set(after) - set(before) == {"evidence_files", "login_sessions", "security_events"}
     with session_factory(engine)() as s:
+        program, version = programs_service.definition(s, "creator")
+        assert evaluate(s, program, version, today).evaluated == 2  # the upgraded database evaluates
+        s.commit()
         member_id = s.scalar(select(Standing.member_id).limit(1))
         token = login_sessions.start(s, member_id, "127.0.0.1")
         security_log.record(s, "login_succeeded", method="POST", route="/login", status=302, member_id=member_id)
@@ -79,17 +87,15 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
         s.commit()
         assert login_sessions.member_of(s, member_id, token).id == member_id
         assert s.scalar(select(func.count()).select_from(SecurityEvent)) == 1
-        # and the next evaluation runs on the upgraded database
-        evaluate(s, program, version, today + dt.timedelta(days=1))
-        s.commit()
     engine.dispose()
 
 
-def _rows(engine) -> dict[str, list[tuple]]:
+def _rows(engine) -> dict[str, list[dict[str, str]]]:
     from sqlalchemy import MetaData
 
     meta = MetaData()
     meta.reflect(engine)
     with engine.connect() as conn:
-        return {name: sorted((tuple(map(repr, row)) for row in conn.execute(table.select())), key=repr)
+        return {name: sorted(({k: repr(v) for k, v in row._mapping.items()} for row in conn.execute(table.select())),
+                             key=repr)
                 for name, table in meta.tables.items() if name != "alembic_version"}

@@ -170,3 +170,28 @@ def test_the_security_page_pages_by_id(site):
     older = re.search(r'href="([^"]+)" rel="next"', html).group(1).replace("&amp;", "&")
     rest = page(staff, older)
     assert rest.count("data-event=") == 5 and "ghost0<" in rest
+
+
+def test_marking_another_members_notification_read_is_a_404_and_changes_nothing(site):
+    from portal.models import Notification
+
+    with site.db() as s:
+        theirs = s.scalar(select(Notification).where(Notification.member_id == site.member_id("c002"),
+                                                     Notification.read_at.is_(None)))
+    assert theirs is not None
+    client = site.client("c001")
+    token = csrf_token(page(client, "/notifications"))
+    assert client.post(f"/notifications/{theirs.id}/read", data={"csrf_token": token}).status_code == 404
+    assert site.notification(theirs.id).read_at is None
+    assert events(site, "not_owner")[-1].detail == f"notifications#{theirs.id}"
+    assert client.post("/notifications/999999/read", data={"csrf_token": token}).status_code == 404
+
+
+def test_a_staff_page_of_a_member_not_yet_evaluated_answers(site):
+    from portal.services.imports import import_members_csv
+
+    with site.db() as s:
+        import_members_csv(s, "member,name,email,role,password,programs\nnew1,New,,member,,creator music\n",
+                           dt.date.today())
+        s.commit()
+    assert "new1" in page(site.client("staff", STAFF_PASSWORD), "/staff/members/new1")
