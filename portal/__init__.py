@@ -143,6 +143,27 @@ def register_security_headers(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110 for a 405
         return response
 
+    @app.before_request
+    def _declared_too_large():
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse a declared
+        # oversized body up front so every route answers the same 413.
+        from flask import abort, request
+
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if limit and request.content_length is not None and request.content_length > limit:
+            abort(413)
+
+    @app.errorhandler(413)
+    def _too_large(exc):
+        from flask import jsonify, render_template, request
+        from flask_babel import gettext as _
+
+        limit = app.config.get("MAX_CONTENT_LENGTH") or 0
+        if request.path.startswith("/api/"):
+            return jsonify({"error": "request too large", "details": {"max_bytes": limit}}), 413
+        return render_template("error.html", title=_("Too large"),
+                               message=_("The request is larger than %(mib)s MiB.", mib=round(limit / 1048576, 2))), 413
+
     @app.errorhandler(429)
     def _too_many(exc):
         from flask import jsonify, render_template, request

@@ -29,7 +29,7 @@ from . import expr as expr_lang
 Op = Literal[">=", ">", "<=", "<", "=", "!="]
 Text = str | dict[str, str]  # a plain string, or {"zh_CN": ..., "en": ...}
 KEY_RE = r"^[A-Za-z][A-Za-z0-9_+\-]*$"
-WINDOW_RE = re.compile(r"^(all|\d+d|\d+m)$")
+WINDOW_RE = re.compile(r"^(all|\d{1,5}d|\d{1,4}m)$")  # up to 99,999 days / 9,999 months
 
 
 class DefinitionError(ValueError):
@@ -73,7 +73,8 @@ class AggregateSpec(Strict):
     @classmethod
     def _window(cls, v: str) -> str:
         if not WINDOW_RE.match(v) or v in ("0d", "0m"):
-            raise ValueError("window must be 'all', 'Nd' (last N days) or 'Nm' (last N calendar months)")
+            raise ValueError("window must be 'all', 'Nd' (last N days, N up to 99999) or 'Nm' "
+                             "(last N calendar months, N up to 9999)")
         return v
 
     @model_validator(mode="after")
@@ -299,11 +300,24 @@ def _parse_value(key: str, raw: Any) -> AggregateSpec | ExprSpec | BucketSpec | 
         return AggregateSpec.model_validate(raw)
     if "expr" in raw:
         return ExprSpec.model_validate(raw)
-    if "buckets" in raw:
-        return BucketSpec.model_validate({**raw["buckets"], "label": raw.get("label", "")})
-    if "rank_buckets" in raw:
-        return RankBucketSpec.model_validate({**raw["rank_buckets"], "label": raw.get("label", "")})
+    for name, spec in (("buckets", BucketSpec), ("rank_buckets", RankBucketSpec)):
+        if name in raw:
+            table = raw[name]
+            if not isinstance(table, dict):
+                raise _Located(name, f"{name} is a mapping (of, table/cuts)")
+            try:
+                return spec.model_validate({**table, "label": raw.get("label", "")})
+            except ValidationError as exc:
+                raise _Located(name, exc) from None
     raise ValueError("a value needs one of: metric (aggregate), expr, buckets, rank_buckets")
+
+
+class _Located(ValueError):
+    """An error inside a nested part of a value (its errors get that part in their path)."""
+
+    def __init__(self, part: str, error: ValidationError | str):
+        super().__init__(str(error))
+        self.part, self.error = part, error
 
 
 def _loc(loc: tuple) -> str:
@@ -332,6 +346,12 @@ def parse_program(data: Any, source: str = "") -> Program:
             values[key] = _parse_value(key, raw)
         except ValidationError as exc:
             errors += [(f"values.{key}" + ("." + _loc(e["loc"]) if e["loc"] else ""), e["msg"]) for e in exc.errors()]
+        except _Located as exc:
+            base = f"values.{key}.{exc.part}"
+            if isinstance(exc.error, ValidationError):
+                errors += [(base + ("." + _loc(e["loc"]) if e["loc"] else ""), e["msg"]) for e in exc.error.errors()]
+            else:
+                errors.append((base, exc.error))
         except (ValueError, expr_lang.ExprError) as exc:
             errors.append((f"values.{key}", str(exc)))
     if errors:
@@ -446,12 +466,31 @@ def value_order(program: Program) -> list[str]:
     return order
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: a date-looking scalar stays text, so a bad one is
+    reported at its field (pydantic parses the date fields that want dates)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_text(text: str, source: str = "") -> Program:
     try:
-        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if source.endswith(".json") else yaml.load(text, Loader=_Loader)  # noqa: S506  # nosec B506 - a SafeLoader subclass
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise DefinitionError([("", f"not valid YAML/JSON: {exc}")], source) from None
-    return parse_program(data, source)
+    except RecursionError:
+        raise DefinitionError([("", "the document nests too deeply")], source) from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # YAML scalars its constructor cannot build (2026-02-30, !!int abc, a 5,000-digit number)
+        raise DefinitionError([("", f"not valid YAML/JSON: a value cannot be read ({exc})")], source) from None
+    try:
+        return parse_program(data, source)
+    except RecursionError:
+        raise DefinitionError([("", "the document nests too deeply")], source) from None
 
 
 def load_file(path: str | Path) -> Program:

@@ -22,11 +22,20 @@ class ExprError(ValueError):
     pass
 
 
+MAX_EXPR_CHARS = 2_000  # far beyond any real formula; keeps parsing and recursion bounded
+MAX_CONSTANT = 1e15
+
+
 def parse(text: str) -> ast.Expression:
+    text = str(text)
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"an expression may have at most {MAX_EXPR_CHARS} characters (this one has {len(text)})")
     try:
-        tree = ast.parse(str(text), mode="eval")
-    except SyntaxError as exc:
-        raise ExprError(f"not a valid expression: {text!r} ({exc.msg})") from None
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+        raise ExprError(f"not a valid expression: {text[:80]!r} ({getattr(exc, 'msg', type(exc).__name__)})") from None
+    if _depth(tree.body) > 100:
+        raise ExprError(f"an expression may nest at most 100 operations deep: {text[:80]!r}")
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
@@ -36,6 +45,8 @@ def parse(text: str) -> ast.Expression:
         elif isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise ExprError(f"only numbers are allowed as constants in {text!r}")
+            if not abs(node.value) <= MAX_CONSTANT:  # also refuses inf/nan written as huge literals
+                raise ExprError(f"a constant may be at most {MAX_CONSTANT:g} in {text[:80]!r}")
         elif not isinstance(
             node,
             ast.Expression | ast.BinOp | ast.UnaryOp | ast.Name | ast.Load | ast.Add | ast.Sub
@@ -43,6 +54,16 @@ def parse(text: str) -> ast.Expression:
         ):
             raise ExprError(f"{type(node).__name__} is not allowed in {text!r}")
     return tree
+
+
+def _depth(node: ast.AST) -> int:
+    """Nesting depth without recursion (a long a + b + c ... is a deep left-leaning tree)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(current))
+    return deepest
 
 
 def names(tree: ast.Expression) -> set[str]:

@@ -60,21 +60,12 @@ def event(name: str) -> None:
 
 # -- known bugs (each has an xfail reproducer below) ----------------------------------------------
 
-KNOWN_BUGS: list[tuple[str, type[BaseException], str, str]] = [
-    # (name, exception type, text in the message, function or file in the traceback)
-    ("buckets/rank_buckets not a mapping", TypeError, "is not a mapping", "_parse_value"),
-    ("YAML scalar the constructor cannot build", Exception, "", "yaml/constructor.py"),
-    ("YAML/JSON integer over 4300 digits", ValueError, "Exceeds the limit", ""),
-    ("nesting too deep", RecursionError, "", ""),
-    ("huge integer in an expression", OverflowError, "int too large to convert to float", "_interval"),
-    ("huge window", OverflowError, "", "_aggregate_range"),
-    ("huge window", ValueError, "Exceeds the limit", "_aggregate_range"),
-]
+KNOWN_BUGS: list[tuple[str, type[BaseException], str, str]] = []  # all fixed; keep for new finds
 
 
 # Errors inside a bucket table are reported as values.<key>.table[0].op, not
 # values.<key>.buckets.table[0].op (see test_bug_bucket_error_paths_leave_out_buckets).
-KNOWN_PATH_QUIRK = True
+KNOWN_PATH_QUIRK = False
 
 
 def known_bug(exc: BaseException) -> str | None:
@@ -382,30 +373,21 @@ def raises_definition_error_naming(text: str, path: str, source: str = "x.yaml")
     assert any(p.startswith(path) for p, _ in info.value.errors), info.value.errors
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="BUG: _parse_value does {**raw['buckets']} / {**raw['rank_buckets']} without checking for a "
-                          "mapping: TypeError instead of a DefinitionError naming values.<key>")
 @pytest.mark.parametrize("value", [{"buckets": 5}, {"buckets": [{"score": 1}]}, {"rank_buckets": None}],
                          ids=["buckets-int", "buckets-list", "rank_buckets-null"])
-def test_bug_buckets_that_are_not_a_mapping(value):
+def test_fixed_buckets_that_are_not_a_mapping(value):
     raises_definition_error_naming(scorecard_with(odd=value), "values.odd")
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, KeyError, AttributeError),
-                   reason="BUG: load_text catches only yaml.YAMLError/JSONDecodeError; PyYAML's safe constructor raises "
-                          "plain ValueError/KeyError/AttributeError for a date-looking scalar that is not a date and "
-                          "for explicit tags it cannot build")
 @pytest.mark.parametrize("scalar", ["2026-02-30", "2026-13-01", "!!timestamp soon", "!!int abc", "!!bool maybe",
                                     "!!float ."])
-def test_bug_yaml_scalar_the_constructor_cannot_build(scalar):
+def test_fixed_yaml_scalar_the_constructor_cannot_build(scalar):
     text = SOURCES["member"].replace("key: member", f"key: member\nnote_date: {scalar}", 1)
     assert text != SOURCES["member"]
     raises_definition_error_naming(text, "")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `portal programs lint FILE` crashes with a stack trace on a YAML "
-                                       "scalar like 2026-02-30 (a bare ValueError out of load_text)")
-def test_bug_cli_programs_lint_of_a_bad_date_scalar(tmp_path):
+def test_fixed_cli_programs_lint_of_a_bad_date_scalar(tmp_path):
     from portal import create_app
 
     path = tmp_path / "bad.yaml"
@@ -419,29 +401,20 @@ def test_bug_cli_programs_lint_of_a_bad_date_scalar(tmp_path):
     assert "error: cadence" in result.output
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG: an integer over 4300 digits in YAML or JSON raises Python's int-conversion ValueError "
-                          "out of load_text instead of a DefinitionError")
 @pytest.mark.parametrize("source", ["x.yaml", "x.json"])
-def test_bug_integer_over_4300_digits(source):
+def test_fixed_integer_over_4300_digits(source):
     big = "1" * 5000
     text = f'{{"key": {big}}}' if source.endswith(".json") else f"key: {big}\n"
     raises_definition_error_naming(text, "", source)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="BUG: deeply nested YAML/JSON (a few thousand brackets) raises RecursionError out of "
-                          "load_text instead of a DefinitionError")
 @pytest.mark.parametrize("source", ["x.yaml", "x.json"])
-def test_bug_deeply_nested_document(source):
+def test_fixed_deeply_nested_document(source):
     raises_definition_error_naming('{"key": ' + "[" * 5000 + "]" * 5000 + "}", "", source)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="BUG: an expression of ~5000 terms raises RecursionError in ast.parse (load); one of ~1000 "
-                          "terms loads but the linter's interval recursion (and the engine's compile) overflow")
 @pytest.mark.parametrize("terms", [1000, 5000])
-def test_bug_long_expression(terms):
+def test_fixed_long_expression(terms):
     text = scorecard_with(long_sum={"expr": " + ".join(["activity"] * terms)})
     try:
         program = load_text(text, "x.yaml")
@@ -451,10 +424,7 @@ def test_bug_long_expression(terms):
     lint(program)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG: an integer constant too big for a float (e.g. 1 followed by 400 zeros) passes the "
-                          "expression check, then lint (interval) and evaluation (compile) crash with OverflowError")
-def test_bug_expression_integer_too_big_for_a_float():
+def test_fixed_expression_integer_too_big_for_a_float():
     text = scorecard_with(big={"expr": "1" + "0" * 400})
     try:
         program = load_text(text, "x.yaml")
@@ -464,12 +434,9 @@ def test_bug_expression_integer_too_big_for_a_float():
     lint(program)
 
 
-@pytest.mark.xfail(strict=True, raises=(OverflowError, ValueError),
-                   reason="BUG: a months_active window with a huge N (any digit count passes WINDOW_RE) crashes lint "
-                          "(int/28 overflows a float; over 4300 digits int() refuses)")
 @pytest.mark.parametrize("window", ["1" + "0" * 400 + "d", "1" + "0" * 400 + "m", "1" * 5000 + "m"],
                          ids=["400-digit-days", "400-digit-months", "5000-digit-months"])
-def test_bug_months_active_with_a_huge_window(window):
+def test_fixed_months_active_with_a_huge_window(window):
     text = scorecard_with(months={"metric": "transaction", "agg": "months_active", "window": window})
     try:
         program = load_text(text, "x.yaml")
@@ -479,15 +446,13 @@ def test_bug_months_active_with_a_huge_window(window):
     lint(program)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: errors inside buckets/rank_buckets name a path that is not in the file: "
-                                       "values.<key>.table[0].op instead of values.<key>.buckets.table[0].op")
 @pytest.mark.parametrize("value, path", [
     ({"buckets": {"of": "amount_total", "table": [{"op": "=>", "value": 1, "score": 1}, {"score": 0}]}},
      "values.odd.buckets.table[0].op"),
     ({"rank_buckets": {"of": "amount_total", "cuts": [{"share": 2, "score": 1}]}}, "values.odd.rank_buckets.cuts[0].share"),
     ({"rank_buckets": {"cuts": [{"share": 0.5, "score": 1}]}}, "values.odd.rank_buckets.of"),
 ], ids=["buckets-op", "rank-share", "rank-of-missing"])
-def test_bug_bucket_error_paths_leave_out_buckets(value, path):
+def test_fixed_bucket_error_paths_leave_out_buckets(value, path):
     with pytest.raises(DefinitionError) as info:
         load_text(scorecard_with(odd=value), "x.yaml")
     assert [p for p, _ in info.value.errors] == [path]

@@ -403,7 +403,7 @@ def test_bucket_table_needs_a_catch_all_last_row():
 
 def test_rank_cut_share_must_be_a_fraction():
     text = BASE.replace("values:\n", "values:\n  r: {rank_buckets: {of: pts, cuts: [{share: 1.5, score: 1}]}}\n")
-    assert "values.r.cuts[0].share" in paths(text)
+    assert "values.r.rank_buckets.cuts[0].share" in paths(text)
 
 
 def test_duplicate_level_keys_are_an_error():

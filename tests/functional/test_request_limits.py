@@ -183,8 +183,8 @@ def test_other_api_posts_over_the_limit_are_413_json(limited, path, payload):
 
 
 def test_api_post_over_the_limit_with_another_content_type_is_refused_as_json(limited):
-    """Not JSON: the body is never read. Refused all the same (see the xfail below for the
-    status), as JSON, and nothing is written."""
+    """Not JSON: the body is never read. Refused all the same (the declared length is checked
+    before any view), as JSON, and nothing is written."""
     response = limited.test_client().post("/api/v1/metrics", data=metrics_body(1000), content_type="text/plain",
                                           headers=bearer(limited))
     assert response.status_code in (400, 413, 415) and response.is_json
@@ -194,15 +194,11 @@ def test_api_post_over_the_limit_with_another_content_type_is_refused_as_json(li
 # -- reproducer of a product bug ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the limit is only enforced when a view reads the body, so a POST "
-                                       "declaring a Content-Length over MAX_CONTENT_LENGTH is not answered 413 when "
-                                       "the view never reads it (an API claim is processed as if the body were "
-                                       "small: 404/200; a non-JSON content type to /metrics: 400)")
 @pytest.mark.parametrize("path, content_type", [
     ("/api/v1/members/m1/benefits/999/claim", "application/json"),
     ("/api/v1/metrics", "text/plain"),
 ], ids=["claim-body-never-read", "metrics-not-json"])
-def test_bug_oversized_body_a_view_never_reads_is_not_413(limited, path, content_type):
+def test_an_oversized_body_a_view_never_reads_is_413(limited, path, content_type):
     response = limited.test_client().post(path, data=b"x" * (LIMIT + 1), content_type=content_type,
                                           headers=bearer(limited))
     assert response.status_code == 413, (response.status_code, response.get_data(as_text=True)[:200])
