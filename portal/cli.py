@@ -308,8 +308,10 @@ def programs_load(file: str, by: str, note: str | None) -> None:
 @click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD (default: today).")
 @click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
+@click.option("--full", is_flag=True, help="Re-read every member even on a date already evaluated (default: "
+                                           "only members with new data since that run).")
 @with_appcontext
-def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, as_json: bool) -> None:
+def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, as_json: bool, full: bool) -> None:
     """Evaluate levels as of a date and record changes with reasons."""
     from .engine.run import HistoryError, evaluate
     from .jobs.runner import queue_webhooks
@@ -326,7 +328,8 @@ def evaluate_command(program_key: str | None, as_of: str | None, dry_run: bool, 
         for key in keys:
             program, version = ps.definition(s, key)
             try:
-                summary = evaluate(s, program, version, day, dry_run=dry_run, on_batch=None if dry_run else s.commit)
+                summary = evaluate(s, program, version, day, dry_run=dry_run, on_batch=None if dry_run else s.commit,
+                                   full=full)
             except HistoryError as exc:
                 s.rollback()
                 fail(str(exc))
@@ -359,7 +362,8 @@ def _summary_json(x) -> dict:
     return {
         "program": x.program, "as_of": x.as_of.isoformat(), "version": x.version, "dry_run": x.dry_run,
         "evaluated": x.evaluated, "upgraded": x.upgraded, "downgraded": x.downgraded, "unchanged": x.unchanged,
-        "blacklisted": x.blacklisted, "benefits_issued": x.benefits_issued, "changes": x.changes,
+        "blacklisted": x.blacklisted, "benefits_issued": x.benefits_issued, "reexamined": x.reexamined,
+        "changes": x.changes,
     }
 
 

@@ -10,6 +10,7 @@ ENV_PREFIX = "PORTAL_"
 # Read from the environment as booleans ("false" must not be a truthy string). Switching the
 # rate limiter off is for load tests on loopback only.
 BOOLEAN_KEYS = frozenset({"DEMO", "RATELIMIT_ENABLED"})
+INTEGER_KEYS = frozenset({"MAX_CONTENT_LENGTH"})
 
 
 class ConfigError(RuntimeError):
@@ -43,6 +44,11 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
             out[key] = value
     for key in BOOLEAN_KEYS & out.keys():
         out[key] = out[key].lower() in ("1", "true", "yes", "on")
+    for key in INTEGER_KEYS & out.keys():
+        try:
+            out[key] = int(out[key])
+        except ValueError:
+            raise ConfigError(f"PORTAL_{key} must be a whole number, not {out[key]!r}") from None
     return out
 
 

@@ -93,10 +93,11 @@ class Summary:
     CHANGE_LIST = 1000
 
     def line(self) -> str:
+        again = f" (a re-run: {self.reexamined} members with new data re-examined)" if self.reexamined is not None else ""
         return (
             f"{self.program} as of {self.as_of}: evaluated {self.evaluated}, upgraded {self.upgraded}, "
             f"downgraded {self.downgraded}, unchanged {self.unchanged}, blacklisted {self.blacklisted}, "
-            f"benefits issued {self.benefits_issued}"
+            f"benefits issued {self.benefits_issued}{again}"
         )
 
 
