@@ -64,6 +64,13 @@ def is_sqlite(engine_or_session: Engine | Session) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def dialect_insert(session: Session, table):
+    """The dialect's INSERT (for ON CONFLICT DO NOTHING on SQLite and PostgreSQL alike)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (sqlite if is_sqlite(session) else postgresql).insert(table)
+
+
 def read_only(engine: Engine) -> Engine:
     """The same pool, but transactions begin DEFERRED on SQLite (readers never queue)."""
     if engine.dialect.name == "sqlite":

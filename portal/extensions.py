@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, g
+from flask import Flask, g, has_request_context, request
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -35,8 +35,13 @@ class Database:
 
     @property
     def session(self) -> Session:
+        """The request's session. GET and HEAD requests (which only read, or write through a
+        fresh transaction after a rollback, like the security log) begin DEFERRED on SQLite,
+        so pages never queue behind an evaluation's write batch; other methods begin
+        IMMEDIATE, so a read-then-write never fails half-way (see db.py)."""
         if "db_session" not in g:
-            g.db_session = self.factory()
+            reading = has_request_context() and request.method in ("GET", "HEAD")
+            g.db_session = (self.read_factory if reading else self.factory)()
         return g.db_session
 
     @staticmethod

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from ..db import dialect_insert
 from ..models import (
     OPEN_STATES,
     AuditEntry,
@@ -583,17 +584,11 @@ class _Writer:
             s.execute(update(BI).where(mine, open_ | perk).values(state="revoked", closed_on=day),
                       self.revoke_alls, execution_options={"synchronize_session": False})
         if self.items:
-            stmt = _dialect(s).insert(BI).on_conflict_do_nothing(
+            stmt = dialect_insert(s, BI).on_conflict_do_nothing(
                 index_elements=["member_id", "program_key", "benefit_key", "tier", "period"]).returning(BI.c.id)
             self.issued += len(s.execute(stmt, self.items).all())
         if self.notes:
-            s.execute(_dialect(s).insert(NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]), self.notes)
-
-
-def _dialect(session: Session):
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+            s.execute(dialect_insert(s, NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]), self.notes)
 
 
 def expire_items(session: Session, program_key: str, as_of: dt.date, now: dt.datetime) -> int:
@@ -612,7 +607,7 @@ def expire_items(session: Session, program_key: str, as_of: dt.date, now: dt.dat
     ).all()
     if soon:
         session.execute(
-            _dialect(session).insert(NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]),
+            dialect_insert(session, NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]),
             [{"member_id": r.member_id, "program_key": program_key, "kind": "benefit_expiring", "on": as_of,
               "dedup_key": f"expiring:{r.id}", "payload": {"item": r.id, "benefit": r.benefit_key,
                                                             "expires_on": r.expires_on.isoformat(), "state": r.state},

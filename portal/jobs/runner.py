@@ -180,7 +180,7 @@ def queue_webhooks(session: Session, summary) -> int:
 
     if summary.run_id is None or summary.started_at is None:
         return 0
-    return enqueue_run(session, summary.run_id, summary.program, summary.started_at, dt.datetime.now(dt.UTC))
+    return enqueue_run(session, summary.run_id, summary.program, summary.as_of, dt.datetime.now(dt.UTC))
 
 
 def _scheduler_for(app) -> Scheduler:

@@ -12,10 +12,18 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import BenefitItem, LevelChange, Member, WebhookDelivery, WebhookEndpoint
+from ..db import dialect_insert
+from ..models import (
+    BenefitItem,
+    EvaluationRun,
+    LevelChange,
+    Member,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from . import ServiceError
 
 EVENTS = ("level_change", "benefit_issued")
@@ -42,31 +50,43 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def enqueue_run(session: Session, run_id: int, program_key: str, since: dt.datetime, now: dt.datetime) -> int:
-    """Queue the events of one evaluation run (set-based reads; nothing when no endpoint)."""
+def enqueue_run(session: Session, run_id: int, program_key: str, as_of: dt.date, now: dt.datetime) -> int:
+    """Queue the level changes and benefits of a program's evaluation of ``as_of`` (set-based
+    reads; nothing when no endpoint). Everything of that date is considered, so a run resumed
+    after a crash also sends what the interrupted attempt had written; each event has a key,
+    so queueing again adds only what is new. Returns how many deliveries were added."""
     endpoints = list(session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True))))
     if not endpoints:
         return 0
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[str, str, dict[str, Any]]] = []
     if any("level_change" in e.events.split() for e in endpoints):
         for c, key in session.execute(select(LevelChange, Member.key).join(Member, Member.id == LevelChange.member_id)
-                                      .where(LevelChange.run_id == run_id)):
-            events.append(("level_change", {"event": "level_change", "member": key, "program": program_key,
-                                            "from": c.from_level, "to": c.to_level, "on": c.on.isoformat(),
-                                            "direction": c.direction, "status": c.to_status, "reasons": c.reasons}))
+                                      .where(LevelChange.program_key == program_key, LevelChange.on == as_of)):
+            dedup = f"level_change:{c.id}:{c.to_level}:{c.to_sub_class}:{c.to_status}"
+            events.append(("level_change", dedup, {
+                "event": "level_change", "member": key, "program": program_key, "from": c.from_level,
+                "to": c.to_level, "on": c.on.isoformat(), "direction": c.direction, "status": c.to_status,
+                "reasons": c.reasons}))
     if any("benefit_issued" in e.events.split() for e in endpoints):
-        for i, key in session.execute(select(BenefitItem, Member.key).join(Member, Member.id == BenefitItem.member_id)
-                                      .where(BenefitItem.program_key == program_key, BenefitItem.created_at >= since,
-                                             BenefitItem.tier != "grant")):
-            events.append(("benefit_issued", {"event": "benefit_issued", "member": key, "program": program_key,
-                                              "benefit": i.benefit_key, "item": i.id, "state": i.state,
-                                              "quantity": i.quantity, "amount": i.amount,
-                                              "due_on": i.due_on.isoformat()}))
-    rows = [WebhookDelivery(endpoint_id=e.id, event=name, payload=payload, status="pending", attempts=0,
-                            next_attempt_at=now, created_at=now)
-            for e in endpoints for name, payload in events if name in e.events.split()]
-    session.add_all(rows)
-    return len(rows)
+        since = session.scalar(select(func.min(EvaluationRun.started_at)).where(
+            EvaluationRun.program_key == program_key, EvaluationRun.as_of == as_of))
+        if since is not None:
+            for i, key in session.execute(
+                    select(BenefitItem, Member.key).join(Member, Member.id == BenefitItem.member_id)
+                    .where(BenefitItem.program_key == program_key, BenefitItem.created_at >= since,
+                           BenefitItem.tier != "grant")):
+                events.append(("benefit_issued", f"benefit_issued:{i.id}", {
+                    "event": "benefit_issued", "member": key, "program": program_key, "benefit": i.benefit_key,
+                    "item": i.id, "state": i.state, "quantity": i.quantity, "amount": i.amount,
+                    "due_on": i.due_on.isoformat()}))
+    rows = [{"endpoint_id": e.id, "event": name, "payload": payload, "status": "pending", "attempts": 0,
+             "next_attempt_at": now, "created_at": now, "dedup_key": dedup}
+            for e in endpoints for name, dedup, payload in events if name in e.events.split()]
+    if not rows:
+        return 0
+    stmt = dialect_insert(session, WebhookDelivery.__table__).on_conflict_do_nothing(
+        index_elements=["endpoint_id", "dedup_key"])
+    return len(session.execute(stmt.returning(WebhookDelivery.__table__.c.id), rows).all())
 
 
 def deliver_due(session: Session, now: dt.datetime, limit: int = 500) -> dict[str, int]:

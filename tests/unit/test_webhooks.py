@@ -64,6 +64,9 @@ def test_level_change_and_benefits_are_posted_signed(world, receiver):
     world.s.commit()
     summary = world.evaluate("creator", "2026-10-31")
     assert queue_webhooks(world.s, summary) == 1 + summary.benefits_issued
+    assert queue_webhooks(world.s, summary) == 0  # queueing the run again (a resumed run) adds nothing
+    world.s.commit()
+    assert queue_webhooks(world.s, world.evaluate("creator", "2026-10-31")) == 0  # nor does a same-day re-run
     world.s.commit()
     assert deliver_due(world.s, later()) == {"delivered": 4, "retry": 0, "failed": 0}
     world.s.commit()
