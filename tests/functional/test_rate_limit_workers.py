@@ -47,22 +47,27 @@ def gunicorn(tmp_path: Path):
     subprocess.run([str(bindir / "portal"), "init"], env=env, check=True, capture_output=True)
     port = _free_port()
     proc = subprocess.Popen([str(bindir / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "portal:create_app()"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/healthz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("gunicorn did not start")
             time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(proc.stdout.read().decode(errors="replace"))
-    yield base
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(tmp_path / "instance", ignore_errors=True)
+        yield base
+    finally:  # never leave the server behind, whatever failed
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp_path / "instance", ignore_errors=True)
 
 
 def _failed_login(base: str, account: str) -> int:
