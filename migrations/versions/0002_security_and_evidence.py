@@ -69,6 +69,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('evaluation_runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('metric_mark', sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column('metric_count', sa.BigInteger(), nullable=True))
 
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('dedup_key', sa.String(length=200), nullable=True))
@@ -84,6 +85,7 @@ def downgrade() -> None:
         batch_op.drop_column('dedup_key')
 
     with op.batch_alter_table('evaluation_runs', schema=None) as batch_op:
+        batch_op.drop_column('metric_count')
         batch_op.drop_column('metric_mark')
 
     with op.batch_alter_table('security_events', schema=None) as batch_op:

@@ -1,4 +1,5 @@
-"""Windows -> SQL aggregate queries, one per (program, window) over all enrolled members.
+"""Windows -> SQL aggregate queries over all enrolled members: one scan for all bounded
+windows of every target (conditional aggregates), one for all-time windows, one for latest.
 
 Each query returns one row per member (``latest`` one per member and metric), ordered by
 member id, so the run can merge the streams member by member without holding the population
@@ -60,8 +61,13 @@ def _condition(spec: AggregateSpec):
     return cond
 
 
-def _column(spec: AggregateSpec):
+def _column(spec: AggregateSpec, start: dt.date | None = None, end: dt.date | None = None):
+    """The aggregate of ``spec`` over rows dated start..end (both inclusive, None: open)."""
     cond = _condition(spec)
+    if start is not None:
+        cond = cond & (MR.c.date >= start)
+    if end is not None:
+        cond = cond & (MR.c.date <= end)
     if spec.agg == "count":
         return func.sum(case((cond, 1), else_=0))
     if spec.agg == "sum":
@@ -75,26 +81,67 @@ def _column(spec: AggregateSpec):
     return func.count(distinct(case((cond, month))))
 
 
-def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], window: str, as_of: dt.date,
-                 data_until: dt.date | None = None, members: Select | None = None) -> Select:
-    """``data_until`` (forecasts): the window is that of ``as_of`` but only rows up to it count.
-    ``members``: a query of member ids to restrict the scan to (an incremental re-run)."""
-    start, end = bounds(window, as_of)
-    if data_until is not None:
-        end = min(end, data_until)
-    metrics = sorted({m for _, spec in specs for m in spec.metric})
+# A target is one evaluation of the program's values: (as_of, data_until). The run needs one
+# per period (consecutive-period rules look at earlier period ends) plus, for downgrade
+# warnings, a forecast (a later as-of with only the data known today).
+Target = tuple[dt.date, dt.date | None]
+Column = tuple[int, str]  # (target index, value key)
+
+
+def _end(as_of: dt.date, data_until: dt.date | None) -> dt.date:
+    return min(as_of, data_until) if data_until else as_of
+
+
+def _scan(program_key: str, columns: list, metrics: set[str], lo: dt.date | None, hi: dt.date,
+          members: Select | None) -> Select:
     stmt = (
-        select(MR.c.member_id, *[_column(spec).label(key) for key, spec in specs])
+        select(MR.c.member_id, *columns)
         .join(EN, (EN.c.member_id == MR.c.member_id) & (EN.c.program_key == program_key))
-        .where(MR.c.metric.in_(metrics), MR.c.date <= end)
+        .where(MR.c.metric.in_(sorted(metrics)), MR.c.date <= hi)
         .group_by(MR.c.member_id)
         .order_by(MR.c.member_id)
     )
-    if start is not None:
-        stmt = stmt.where(MR.c.date >= start)
+    if lo is not None:
+        stmt = stmt.where(MR.c.date >= lo)
     if members is not None:
         stmt = stmt.where(MR.c.member_id.in_(members))
     return stmt
+
+
+def window_queries(program_key: str, p: Plan, targets: list[Target],
+                   members: Select | None = None) -> list[tuple[Select, list[Column]]]:
+    """At most two scans for every windowed value of every target: one over the union of the
+    bounded windows (each value a conditional aggregate over its own dates) and one over all
+    history for ``all`` windows. ``members``: restrict to these member ids (a re-run)."""
+    out = []
+    for bounded in (True, False):
+        columns, names, metrics = [], [], set()
+        lo: dt.date | None = None
+        hi: dt.date | None = None
+        for t, (as_of, until) in enumerate(targets):
+            for window, specs in p.by_window.items():
+                if (window != "all") != bounded:
+                    continue
+                start, end = bounds(window, as_of)
+                end = _end(end, until)
+                for key, spec in specs:
+                    columns.append(_column(spec, start, end).label(f"v{len(columns)}"))
+                    names.append((t, key))
+                    metrics.update(spec.metric)
+                lo = start if lo is None or (start is not None and start < lo) else lo
+                hi = end if hi is None or end > hi else hi
+        if columns:
+            out.append((_scan(program_key, columns, metrics, lo if bounded else None, hi, members), names))
+    return out
+
+
+def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], window: str, as_of: dt.date,
+                 data_until: dt.date | None = None, members: Select | None = None) -> Select:
+    """One window's values for one target (tools and tests; runs use ``window_queries``)."""
+    start, end = bounds(window, as_of)
+    end = _end(end, data_until)
+    metrics = {m for _, spec in specs for m in spec.metric}
+    return _scan(program_key, [_column(spec).label(key) for key, spec in specs], metrics, start, end, members)
 
 
 def latest_query(program_key: str, metrics: list[str], as_of: dt.date, members: Select | None = None) -> Select:
@@ -118,59 +165,76 @@ def _clean(v) -> float:
     return round(float(v), NDIGITS)
 
 
-Stream = Iterator[tuple[int, dict[str, float]]]
+Stream = Iterator[tuple[int, list[dict[str, float]]]]  # member id, one dict per target
+
+
+def target_streams(conn: Connection, program_key: str, p: Plan, targets: list[Target],
+                   members: Select | None = None) -> list[Stream]:
+    """Iterators yielding (member_id, [values of target 0, target 1, ...]) in member order."""
+    out: list[Stream] = []
+    for query, names in window_queries(program_key, p, targets, members):
+        out.append(_rows(conn.execution_options(yield_per=5000).execute(query), names, len(targets)))
+    if p.latest:
+        by_day: dict[dt.date, list[int]] = defaultdict(list)  # a forecast shares today's readings
+        for t, (as_of, until) in enumerate(targets):
+            by_day[_end(as_of, until)].append(t)
+        for day, indexes in by_day.items():
+            result = conn.execution_options(yield_per=5000).execute(
+                latest_query(program_key, list(p.latest), day, members))
+            out.append(_group_latest(result, p.latest, indexes, len(targets)))
+    return out
 
 
 def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_until: dt.date | None = None,
             members: Select | None = None) -> list[Stream]:
-    """One iterator per query, each yielding (member_id, {value key: number}) in member order."""
-    out: list[Stream] = []
-    for window, specs in p.by_window.items():
-        keys = [k for k, _ in specs]
-        query = window_query(program_key, specs, window, as_of, data_until, members)
-        out.append(_rows(conn.execution_options(yield_per=5000).execute(query), keys))
-    if p.latest:
-        latest_day = min(as_of, data_until) if data_until else as_of
-        query = latest_query(program_key, list(p.latest), latest_day, members)
-        result = conn.execution_options(yield_per=5000).execute(query)
-        out.append(_group_latest(result, p.latest))
-    return out
+    """One target's streams."""
+    return target_streams(conn, program_key, p, [(as_of, data_until)], members)
 
 
-def _rows(result, keys: list[str]) -> Stream:
+def _rows(result, names: list[Column], n: int) -> Stream:
     for row in result:
-        yield row[0], {k: _clean(v) for k, v in zip(keys, row[1:], strict=True)}
+        envs: list[dict[str, float]] = [{} for _ in range(n)]
+        for (t, key), v in zip(names, row[1:], strict=True):
+            envs[t][key] = _clean(v)
+        yield row[0], envs
 
 
-def _group_latest(rows, latest: dict[str, list[str]]) -> Stream:
+def _group_latest(rows, latest: dict[str, list[str]], indexes: list[int], n: int) -> Stream:
     current: int | None = None
     values: dict[str, float] = {}
     for member_id, metric, value in rows:
         if member_id != current:
             if current is not None:
-                yield current, values
+                yield current, [values if i in indexes else {} for i in range(n)]
             current, values = member_id, {}
         for key in latest[metric]:
             values[key] = _clean(value)
     if current is not None:
-        yield current, values
+        yield current, [values if i in indexes else {} for i in range(n)]
 
 
 class Merger:
     """Advances several member-ordered streams to a given member id."""
 
-    def __init__(self, sources: list[Stream]):
+    def __init__(self, sources: list[Stream], targets: int = 1):
         self._sources = sources
-        self._heads: list[tuple[int, dict[str, float]] | None] = [next(s, None) for s in sources]
+        self._targets = targets
+        self._heads: list[tuple[int, list[dict[str, float]]] | None] = [next(s, None) for s in sources]
 
-    def take(self, member_id: int) -> dict[str, float]:
-        merged: dict[str, float] = {}
+    def take_all(self, member_id: int) -> list[dict[str, float]]:
+        """The member's values, one dict per target (empty where the member has no rows)."""
+        merged: list[dict[str, float]] = [{} for _ in range(self._targets)]
         for i, source in enumerate(self._sources):
             head = self._heads[i]
             while head is not None and head[0] < member_id:
                 head = next(source, None)
             if head is not None and head[0] == member_id:
-                merged.update(head[1])
+                for t, values in enumerate(head[1]):
+                    if values:
+                        merged[t].update(values)
                 head = next(source, None)
             self._heads[i] = head
         return merged
+
+    def take(self, member_id: int) -> dict[str, float]:
+        return self.take_all(member_id)[0]

@@ -223,35 +223,46 @@ def _held(row, as_of: dt.date) -> Held:
                 blacklist_exempt=exempt)
 
 
-def metric_mark(session: Session) -> int | None:
-    """The highest metric row id such that every row at or below it is committed, or None when
-    that cannot be known (on PostgreSQL, another transaction is inserting rows right now: ids
-    are handed out before commit, so a lower id could still appear). The next same-day run
-    re-examines only members with rows above the mark."""
+def _rows_up_to(conn: Connection, mark: int) -> int:
+    return conn.scalar(select(func.count()).select_from(MR).where(MR.c.id <= mark))
+
+
+def metric_mark(session: Session) -> tuple[int, int] | None:
+    """(mark, count): the highest metric row id such that every row at or below it is
+    committed, and how many rows that is; None when it cannot be known (on PostgreSQL, another
+    transaction is inserting rows right now: ids are handed out before commit, so a lower id
+    could still appear). The next same-day run re-examines only members with rows above the
+    mark - unless rows at or below it were deleted since (the count differs): then in full."""
     engine = session.get_bind()
     if engine.dialect.name == "sqlite":
         # One writer at a time, so committed ids never fall below uncommitted ones.
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-            return conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
+            mark = conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
+            return mark, _rows_up_to(conn, mark)
     with engine.connect() as conn:
         mark = conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
+        count = _rows_up_to(conn, mark)
         # Checked after reading the mark: an inserter holds this lock from before it takes an id
         # until it commits, so none running now means none below the mark is still to come.
         busy = conn.scalar(text(
             "SELECT count(*) FROM pg_locks WHERE relation = CAST(:t AS regclass) AND mode = 'RowExclusiveLock' "
             "AND pid <> pg_backend_pid()"), {"t": MR.name})
         conn.rollback()
-    return None if busy else mark
+    return None if busy else (mark, count)
 
 
 def _previous_run(session: Session, program_key: str, as_of: dt.date, version: int):
-    """The last finished run of this program, version and date with a metric mark, if any."""
-    return session.execute(
-        select(ER.c.id, ER.c.started_at, ER.c.metric_mark)
+    """The last finished run of this program, version and date with a metric mark, if no row at
+    or below its mark has been deleted since (a correction: then None, and the run is full)."""
+    previous = session.execute(
+        select(ER.c.id, ER.c.started_at, ER.c.metric_mark, ER.c.metric_count)
         .where(ER.c.program_key == program_key, ER.c.as_of == as_of, ER.c.status == "done",
                ER.c.program_version == version, ER.c.metric_mark.is_not(None))
         .order_by(ER.c.id.desc()).limit(1)
     ).first()
+    if previous is None or _rows_up_to(session.connection(), previous.metric_mark) != previous.metric_count:
+        return None
+    return previous
 
 
 def changed_members(program_key: str, as_of: dt.date, previous) -> Select:
@@ -318,10 +329,11 @@ def evaluate(
             )
         previous = None if full or calc.rank_keys else _previous_run(session, program.key, as_of, version)
         members = changed_members(program.key, as_of, previous) if previous is not None else None
+        mark, count = metric_mark(session) or (None, None)
         summary.run_id = session.execute(
             insert(EvaluationRun.__table__)
             .values(program_key=program.key, program_version=version, as_of=as_of, started_at=now, status="running",
-                    metric_mark=metric_mark(session))
+                    metric_mark=mark, metric_count=count)
             .returning(EvaluationRun.__table__.c.id)
         ).scalar_one()
         existing_changes = _changes_on(session, program.key, as_of)
@@ -337,20 +349,22 @@ def evaluate(
             ranks = {
                 p: _rank_tables(conn, program, plan, calc, p) for p in periods
             }  # ranks of each period's population
-        mergers = [aggregates.Merger(aggregates.streams(conn, program.key, plan, p, members=members)) for p in periods]
+        # One set of scans for every period and the forecast (a later date, today's data).
+        targets: list[aggregates.Target] = [(p, None) for p in periods]
         forecast_on = as_of + dt.timedelta(days=program.transitions.warn_days)
-        forecast = None
-        if program.transitions.warn_days and program.selection != "bands":
-            forecast = aggregates.Merger(aggregates.streams(conn, program.key, plan, forecast_on, data_until=as_of,
-                                                            members=members))
+        forecast = bool(program.transitions.warn_days and program.selection != "bands")
+        if forecast:
+            targets.append((forecast_on, as_of))
+        merger = aggregates.Merger(aggregates.target_streams(conn, program.key, plan, targets, members), len(targets))
         for row in _driver(conn, program.key, members):
             held = _held(row, as_of)
             rerun = row.as_of is not None and row.as_of == as_of
             stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
-            envs = [calc.compute(m.take(row.member_id), ranks.get(p)) for m, p in zip(mergers, periods, strict=True)]
+            values = merger.take_all(row.member_id)
+            envs = [calc.compute(v, ranks.get(p)) for v, p in zip(values, periods, strict=False)]
             outcome = decide_member(program, held, envs, as_of)
             _count(summary, program, stored, outcome, row.key)
-            forecast_env = calc.compute(forecast.take(row.member_id)) if forecast else None
+            forecast_env = calc.compute(values[-1]) if forecast else None
             due = ledger.plan(program, held, outcome, as_of, row.prev_as_of if rerun else row.as_of, outcome.values,
                               None if rerun else row.reward_met, stored if rerun else None)
             notes = notices.level_notes(program, held, outcome, as_of)

@@ -115,5 +115,6 @@ class EvaluationRun(Base):
     # Every metric row up to this id was committed when the run read its data (None: unknown);
     # a same-day re-run re-examines only members with newer rows (engine/run.py).
     metric_mark: Mapped[int | None] = mapped_column(BigInteger)
+    metric_count: Mapped[int | None] = mapped_column(BigInteger)  # rows at or below the mark then
 
     __table_args__ = (Index("ix_evaluation_runs_program_as_of", "program_key", "as_of"),)
