@@ -145,6 +145,8 @@ def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], windo
 
 
 def latest_query(program_key: str, metrics: list[str], as_of: dt.date, members: Select | None = None) -> Select:
+    """Each member's latest reading of each metric (ties on a date: the row stored last), one
+    row per member with a column per metric, in ``metrics`` order."""
     rn = func.row_number().over(
         partition_by=(MR.c.member_id, MR.c.metric), order_by=(MR.c.date.desc(), MR.c.id.desc())
     )
@@ -156,7 +158,9 @@ def latest_query(program_key: str, metrics: list[str], as_of: dt.date, members: 
     if members is not None:
         inner = inner.where(MR.c.member_id.in_(members))
     inner = inner.subquery()
-    return select(inner.c.member_id, inner.c.metric, inner.c.value).where(inner.c.rn == 1).order_by(inner.c.member_id)
+    columns = [func.max(case((inner.c.metric == m, inner.c.value))).label(f"l{i}") for i, m in enumerate(metrics)]
+    return (select(inner.c.member_id, *columns).where(inner.c.rn == 1)
+            .group_by(inner.c.member_id).order_by(inner.c.member_id))
 
 
 def _clean(v) -> float:
@@ -178,10 +182,10 @@ def target_streams(conn: Connection, program_key: str, p: Plan, targets: list[Ta
         by_day: dict[dt.date, list[int]] = defaultdict(list)  # a forecast shares today's readings
         for t, (as_of, until) in enumerate(targets):
             by_day[_end(as_of, until)].append(t)
+        metrics = sorted(p.latest)
         for day, indexes in by_day.items():
-            result = conn.execution_options(yield_per=5000).execute(
-                latest_query(program_key, list(p.latest), day, members))
-            out.append(_group_latest(result, p.latest, indexes, len(targets)))
+            result = conn.execution_options(yield_per=5000).execute(latest_query(program_key, metrics, day, members))
+            out.append(_latest_rows(result, [p.latest[m] for m in metrics], indexes, len(targets)))
     return out
 
 
@@ -199,18 +203,17 @@ def _rows(result, names: list[Column], n: int) -> Stream:
         yield row[0], envs
 
 
-def _group_latest(rows, latest: dict[str, list[str]], indexes: list[int], n: int) -> Stream:
-    current: int | None = None
-    values: dict[str, float] = {}
-    for member_id, metric, value in rows:
-        if member_id != current:
-            if current is not None:
-                yield current, [values if i in indexes else {} for i in range(n)]
-            current, values = member_id, {}
-        for key in latest[metric]:
-            values[key] = _clean(value)
-    if current is not None:
-        yield current, [values if i in indexes else {} for i in range(n)]
+def _latest_rows(result, keys: list[list[str]], indexes: list[int], n: int) -> Stream:
+    """Rows of ``latest_query``: a member's reading of each metric (NULL: none) feeds every
+    value key that takes it, in every target that reads that day."""
+    for row in result:
+        values: dict[str, float] = {}
+        for metric_keys, v in zip(keys, row[1:], strict=True):
+            if v is not None:
+                number = _clean(v)
+                for key in metric_keys:
+                    values[key] = number
+        yield row[0], [values if i in indexes else {} for i in range(n)]
 
 
 class Merger:
