@@ -12,12 +12,12 @@ import datetime as dt
 import io
 import math
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import SEGMENTS, Enrolment, Member, MetricRow
@@ -34,7 +34,8 @@ MEMBER_COLUMNS = ("member", "name", "email", "role", "password", "programs")
 IMPORT_ROLES = ("member", "staff", "admin")
 SEGMENT_LENGTH = {"business_type": 64, "industry": 64, "scale": 32}  # the columns' sizes
 LOOKUP_CHUNK = 5000
-INSERT_CHUNK = 10000
+WRITE_CHUNK = 10_000
+SQLITE_IMPORT_CACHE_KB = 65536  # page cache while inserting a large batch (SQLite)
 
 
 @dataclass
@@ -94,54 +95,79 @@ class MembersResult:
 # -- reading ----------------------------------------------------------------------------------
 
 
+class _CsvFile:
+    """A CSV file's checked header and its data rows as stripped field lists."""
+
+    def __init__(self, text: str, required: tuple[str, ...], optional: tuple[str, ...]):
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        self.reader = csv.reader(io.StringIO(text, newline=""))
+        self.header: list[str] = []
+        self.error = self._read_header(required, optional)
+
+    def _read_header(self, required: tuple[str, ...], optional: tuple[str, ...]) -> RowError | None:
+        try:
+            header = next(self.reader)
+        except StopIteration:
+            return RowError("line 1", "the file is empty (no header)", line=1)
+        except csv.Error as exc:
+            return RowError("line 1", f"unreadable CSV: {exc}", line=1)
+        header = [h.strip() for h in header]
+        blank = [str(i + 1) for i, h in enumerate(header) if not h]
+        if blank:  # a trailing comma, as spreadsheets export: name the position
+            return RowError("line 1", f"empty column name in the header (column {', '.join(blank)}); "
+                            f"expected {','.join(required)}[,{','.join(optional)}]", line=1)
+        missing = [c for c in required if c not in header]
+        unknown = [c for c in header if c not in required + optional]
+        dupes = sorted({c for c in header if header.count(c) > 1})
+        if missing or unknown or dupes:
+            parts = []
+            if missing:
+                parts.append("missing column" + ("s" if len(missing) > 1 else "") + " " + ", ".join(missing))
+            if unknown:
+                parts.append("unknown column" + ("s" if len(unknown) > 1 else "") + " " + ", ".join(unknown))
+            if dupes:
+                parts.append("repeated column " + ", ".join(dupes))
+            return RowError("line 1", "; ".join(parts) + f" (expected {','.join(required)}[,{','.join(optional)}])", line=1)
+        self.header = header
+        return None
+
+    def rows(self) -> Iterator[tuple[RowError | None, int, list[str]]]:
+        """Yield (error, line, stripped fields); blank lines are skipped."""
+        if self.error is not None:
+            yield self.error, 1, []
+            return
+        reader, width = self.reader, len(self.header)
+        line = 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                line = reader.line_num
+                yield RowError(f"line {line}", f"unreadable CSV: {exc}", line=line), line, []
+                return
+            line = reader.line_num
+            if not fields or (not fields[0].strip() and all(not f.strip() for f in fields)):
+                continue  # blank line
+            n = len(fields)
+            if n < width:
+                missing_cols = self.header[n:]
+                yield RowError(f"line {line}", "missing column " + ", ".join(missing_cols), line=line), line, []
+                continue
+            if n > width:
+                yield RowError(f"line {line}", f"{n} fields but the header has {width}", line=line), line, []
+                continue
+            yield None, line, [f.strip() for f in fields]
+
+
 def read_csv(text: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterator[tuple[RowError | None, int, dict[str, str]]]:
     """Yield (header error, line, row); a header error stops the file."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        yield RowError("line 1", "the file is empty (no header)", line=1), 1, {}
-        return
-    except csv.Error as exc:
-        yield RowError("line 1", f"unreadable CSV: {exc}", line=1), 1, {}
-        return
-    header = [h.strip() for h in header]
-    missing = [c for c in required if c not in header]
-    unknown = [c for c in header if c not in required + optional]
-    dupes = sorted({c for c in header if header.count(c) > 1})
-    if missing or unknown or dupes:
-        parts = []
-        if missing:
-            parts.append("missing column" + ("s" if len(missing) > 1 else "") + " " + ", ".join(missing))
-        if unknown:
-            parts.append("unknown column" + ("s" if len(unknown) > 1 else "") + " " + ", ".join(unknown))
-        if dupes:
-            parts.append("repeated column " + ", ".join(dupes))
-        yield RowError("line 1", "; ".join(parts) + f" (expected {','.join(required)}[,{','.join(optional)}])", line=1), 1, {}
-        return
-    line = 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            line = reader.line_num
-            yield RowError(f"line {line}", f"unreadable CSV: {exc}", line=line), line, {}
-            return
-        line = reader.line_num
-        if not fields or all(not f.strip() for f in fields):
-            continue  # blank line
-        if len(fields) < len(header):
-            missing_cols = header[len(fields):]
-            yield RowError(f"line {line}", "missing column " + ", ".join(missing_cols), line=line), line, {}
-            continue
-        if len(fields) > len(header):
-            yield RowError(f"line {line}", f"{len(fields)} fields but the header has {len(header)}", line=line), line, {}
-            continue
-        yield None, line, dict(zip(header, (f.strip() for f in fields), strict=True))
+    f = _CsvFile(text, required, optional)
+    header = f.header
+    for err, line, fields in f.rows():
+        yield err, line, (dict(zip(header, fields, strict=True)) if err is None else {})
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -157,14 +183,50 @@ class _Metric:
     event_id: str | None
 
 
+def text_problem(name: str, value: str) -> str | None:
+    """Why a text cell cannot be stored, if it cannot: a NUL character (PostgreSQL refuses
+    it) or an unpaired surrogate (not encodable as UTF-8; JSON may carry one)."""
+    if "\x00" in value:
+        return f"{name} contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name} is not valid text (an unpaired surrogate)"
+    return None
+
+
+def _text_fields(raw: dict[str, Any], reasons: list[str]) -> dict[str, str | None]:
+    """member, metric, date, kind, id as text; anything else (a JSON number, list, false...) is
+    refused by name rather than turned into text."""
+    out: dict[str, str | None] = {}
+    for name in ("member", "metric", "date", "kind", "id"):
+        value = raw.get(name)
+        if value is None:
+            out[name] = None
+        elif not isinstance(value, str):
+            reasons.append(f"{name} must be text, not {type(value).__name__} {value!r}"[:200])
+            out[name] = None
+        else:
+            problem = text_problem(name, value)
+            if problem:
+                reasons.append(problem)
+                out[name] = None
+            else:
+                out[name] = value.strip()
+    return out
+
+
 def _check_metric(raw: dict[str, Any], metrics: set[str]) -> tuple[_Metric | None, list[str]]:
     reasons: list[str] = []
-    member = str(raw.get("member") or "").strip()
-    metric = str(raw.get("metric") or "").strip()
-    date_text = str(raw.get("date") or "").strip()
+    fields = _text_fields(raw, reasons)
+    member = fields["member"] or ""
+    metric = fields["metric"] or ""
+    date_text = fields["date"] or ""
     value_raw = raw.get("value")
     for name in METRIC_COLUMNS:
-        if raw.get(name) is None or str(raw.get(name)).strip() == "":
+        present = fields[name] if name != "value" else value_raw
+        already = any(r.startswith(name + " ") for r in reasons)  # e.g. "date must be text"
+        if (present is None or str(present).strip() == "") and not already:
             reasons.append(f"missing {name}")
     if metric and metric not in metrics:
         reasons.append(f"unknown metric '{metric}'")
@@ -187,10 +249,8 @@ def _check_metric(raw: dict[str, Any], metrics: set[str]) -> tuple[_Metric | Non
                 raise ValueError
         except (ValueError, TypeError):
             reasons.append(f"bad number '{value_raw}'")
-    kind = raw.get("kind")
-    kind = str(kind).strip() or None if kind is not None else None
-    event_id = raw.get("id")
-    event_id = str(event_id).strip() or None if event_id is not None else None
+    kind = fields["kind"] or None
+    event_id = fields["id"] or None
     if kind and len(kind) > 64:
         reasons.append("kind is longer than 64 characters")
     if event_id and len(event_id) > 128:
@@ -209,50 +269,190 @@ def member_ids(session: Session, keys: Iterable[str]) -> dict[str, int]:
     return out
 
 
+class _MetricBatch:
+    """Checked rows waiting to be stored, compactly: (member key, metric, ISO date, value,
+    kind, event id) tuples with repeated strings shared, and each row's line (CSV) or index
+    (API) in a parallel array for the unknown-member errors."""
+
+    def __init__(self, metrics: set[str], csv_lines: bool):
+        self.metrics = {m: m for m in metrics}
+        self.metric_set = set(metrics)
+        self.csv_lines = csv_lines
+        self.errors: list[RowError] = []
+        self.rows: list[tuple[str, str, str, float, str | None, str | None]] = []
+        self.numbers = array("q")
+        self._keys: dict[str, str] = {}
+        self._dates: dict[str, str] = {}
+        self._kinds: dict[str, str] = {}
+
+    def where(self, number: int) -> str:
+        return f"line {number}" if self.csv_lines else f"rows[{number}]"
+
+    def error(self, number: int, reason: str) -> None:
+        self.errors.append(_error(self.where(number), number, reason))
+
+    def add(self, number: int, member: str, metric: str, date: str, value: float, kind: str | None,
+            event_id: str | None) -> None:
+        member = self._keys.setdefault(member, member)
+        if kind is not None:
+            kind = self._kinds.setdefault(kind, kind)
+        self.rows.append((member, metric, date, value, kind, event_id))
+        self.numbers.append(number)
+
+    def add_checked(self, number: int, raw: dict[str, Any]) -> None:
+        """The full check with every reason (the API's rows, and any CSV row the fast path refused)."""
+        item, reasons = _check_metric(raw, self.metric_set)
+        if reasons:
+            self.error(number, "; ".join(reasons))
+        else:
+            date = item.date.isoformat() if item.date is not None else None  # type: ignore[union-attr]
+            self.add(number, item.member, item.metric, date, item.value, item.kind, item.event_id)  # type: ignore[union-attr,arg-type]
+
+    def date(self, text: str) -> str | None:
+        """The canonical ISO text of a valid YYYY-MM-DD date (cached), else None."""
+        iso = self._dates.get(text)
+        if iso is None and DATE_RE.match(text):
+            try:
+                iso = self._dates[text] = dt.date.fromisoformat(text).isoformat()
+            except ValueError:
+                return None
+        return iso
+
+    def read_csv(self, f: _CsvFile) -> None:
+        """Every data row of a CSV file. The loop is the fast path for well-formed rows and does
+        exactly the checks of ``_check_metric``; any other row (blank, wrong field count, a
+        failed check) goes through ``_odd_row`` and ``_check_metric`` for its reasons."""
+        header, reader, width = f.header, f.reader, len(f.header)
+        im, imet, idate, ivalue = (header.index(c) for c in METRIC_COLUMNS)
+        ikind = header.index("kind") if "kind" in header else None
+        iid = header.index("id") if "id" in header else None
+        metrics, dates, keys, kinds, date = self.metrics, self._dates, self._keys, self._kinds, self.date
+        rows_append, numbers_append, isfinite = self.rows.append, self.numbers.append, math.isfinite
+        try:
+            for fields in reader:
+                if len(fields) != width:
+                    self._odd_row(fields, reader.line_num, header)
+                    continue
+                member = fields[im].strip()
+                metric = metrics.get(fields[imet].strip())
+                day = fields[idate].strip()
+                iso = dates.get(day) or date(day)
+                text = fields[ivalue].strip()
+                try:
+                    value = float(text) if "_" not in text else None
+                except ValueError:
+                    value = None
+                kind = fields[ikind].strip() if ikind is not None else ""
+                event_id = fields[iid].strip() if iid is not None else ""
+                if member and metric is not None and iso is not None and value is not None and isfinite(value) \
+                        and len(kind) <= 64 and len(event_id) <= 128 \
+                        and "\x00" not in member and "\x00" not in kind and "\x00" not in event_id:
+                    rows_append((keys.setdefault(member, member), metric, iso, value,
+                                 kinds.setdefault(kind, kind) if kind else None, event_id or None))
+                    numbers_append(reader.line_num)
+                else:
+                    self._odd_row(fields, reader.line_num, header)
+        except csv.Error as exc:  # the rest of the file cannot be read
+            line = reader.line_num
+            self.errors.append(RowError(f"line {line}", f"unreadable CSV: {exc}", line=line))
+
+    def _odd_row(self, fields: list[str], line: int, header: list[str]) -> None:
+        if not fields or all(not f.strip() for f in fields):
+            return  # blank line
+        if len(fields) < len(header):
+            self.error(line, "missing column " + ", ".join(header[len(fields):]))
+        elif len(fields) > len(header):
+            self.error(line, f"{len(fields)} fields but the header has {len(header)}")
+        else:
+            self.add_checked(line, dict(zip(header, (f.strip() for f in fields), strict=True)))
+
+    def store(self, session: Session) -> MetricsResult:
+        """Resolve members (every unknown one is an error), then insert in one statement per
+        database round: rows whose (member, metric, id) is already stored - or appeared earlier
+        in the same batch - are skipped and counted as duplicates."""
+        ids = member_ids(session, self._keys)
+        if len(ids) < len(self._keys):
+            for (member, *_), number in zip(self.rows, self.numbers, strict=True):
+                if member not in ids:
+                    self.error(number, f"unknown member '{member}'")
+        if self.errors:
+            self.errors.sort(key=lambda e: (e.line or 0, e.index or 0))
+            raise ImportRejected(self.errors)
+        result = MetricsResult()
+        if not self.rows:
+            return result
+        if session.get_bind().dialect.name == "sqlite":
+            inserted = _insert_sqlite(session, ((ids[r[0]], *r[1:]) for r in self.rows), len(self.rows) > 10_000)
+        else:
+            inserted = _insert_postgres(session, ((ids[r[0]], *r[1:]) for r in self.rows))
+        result.new = inserted
+        result.duplicates = len(self.rows) - inserted
+        return result
+
+
+_COLUMNS = "member_id, metric, date, value, kind, event_id"
+
+
+def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
+    """One executemany on the session's own connection (inside its transaction); the
+    driver's rowcount is the number of rows actually inserted."""
+    table = MetricRow.__table__.name
+    conn = session.connection().connection.driver_connection
+    cur = conn.cursor()
+    # A larger page cache while inserting: a big batch touches many index pages at once (the
+    # metric/date index above all), and the default 2 MB cache would thrash.
+    cache = cur.execute("PRAGMA cache_size").fetchone()[0]
+    if large and -SQLITE_IMPORT_CACHE_KB < cache < SQLITE_IMPORT_CACHE_KB // 4:
+        cur.execute(f"PRAGMA cache_size=-{SQLITE_IMPORT_CACHE_KB}")
+    try:
+        cur.executemany(
+            f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "  # nosec B608 - our own table/column names
+            "ON CONFLICT (member_id, metric, event_id) DO NOTHING",
+            rows,
+        )
+        return cur.rowcount
+    finally:
+        cur.execute(f"PRAGMA cache_size={int(cache)}")
+        cur.close()
+
+
+def _insert_postgres(session: Session, rows: Iterable[tuple]) -> int:
+    """COPY into a temporary table, then one INSERT ... SELECT in file order (the first of
+    repeated events wins, as with SQLite) skipping conflicts; all in the session's transaction."""
+    table = MetricRow.__table__.name
+    conn = session.connection().connection.driver_connection
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMPORARY TABLE portal_import_rows (seq bigint, member_id bigint, metric text, date date, "
+            "value double precision, kind text, event_id text) ON COMMIT DROP"
+        )
+        try:
+            with cur.copy(f"COPY portal_import_rows (seq, {_COLUMNS}) FROM STDIN") as copy:
+                write = copy.write_row
+                for seq, row in enumerate(rows):
+                    write((seq, *row))
+            cur.execute(
+                f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM portal_import_rows ORDER BY seq "  # nosec B608 - constants
+                "ON CONFLICT (member_id, metric, event_id) DO NOTHING"
+            )
+            return cur.rowcount
+        finally:
+            cur.execute("DROP TABLE IF EXISTS portal_import_rows")
+
+
 def import_metric_rows(session: Session, rows: Iterable[tuple[RowError | None, str, int, dict[str, Any]]]) -> MetricsResult:
     """Validate then store. ``rows``: (early error, where, number, raw) - where is 'line 7'."""
-    metrics = programs_service.known_metrics(session)
-    errors: list[RowError] = []
-    parsed: list[tuple[str, int, _Metric]] = []
+    batch: _MetricBatch | None = None
     for early, where, number, raw in rows:
+        if batch is None:
+            batch = _MetricBatch(programs_service.known_metrics(session), where.startswith("line"))
         if early is not None:
-            errors.append(early)
-            continue
-        item, reasons = _check_metric(raw, metrics)
-        if reasons:
-            errors.append(_error(where, number, "; ".join(reasons)))
+            batch.errors.append(early)
         else:
-            parsed.append((where, number, item))  # type: ignore[arg-type]
-    ids = member_ids(session, (p.member for _, _, p in parsed))
-    for where, number, item in parsed:
-        if item.member not in ids:
-            errors.append(_error(where, number, f"unknown member '{item.member}'"))
-    if errors:
-        errors.sort(key=lambda e: (e.line or 0, e.index or 0))
-        raise ImportRejected(errors)
-
-    result = MetricsResult()
-    seen: set[tuple[int, str, str]] = set()
-    values: list[dict[str, Any]] = []
-    for _, _, item in parsed:
-        member_id = ids[item.member]
-        if item.event_id is not None:
-            key = (member_id, item.metric, item.event_id)
-            if key in seen:  # the same event twice in one file
-                result.duplicates += 1
-                continue
-            seen.add(key)
-        values.append({"member_id": member_id, "metric": item.metric, "date": item.date, "value": item.value,
-                       "kind": item.kind, "event_id": item.event_id})
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
-    table = MetricRow.__table__
-    for i in range(0, len(values), INSERT_CHUNK):
-        chunk = values[i : i + INSERT_CHUNK]
-        stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["member_id", "metric", "event_id"]).returning(table.c.id)
-        inserted = len(session.execute(stmt, chunk).all())
-        result.new += inserted
-        result.duplicates += len(chunk) - inserted
-    return result
+            batch.add_checked(number, raw)
+    if batch is None:
+        return MetricsResult()
+    return batch.store(session)
 
 
 def _error(where: str, number: int, reason: str) -> RowError:
@@ -262,11 +462,13 @@ def _error(where: str, number: int, reason: str) -> RowError:
 
 
 def import_metrics_csv(session: Session, text: str) -> MetricsResult:
-    def rows():
-        for err, line, raw in read_csv(text, METRIC_COLUMNS, METRIC_OPTIONAL):
-            yield err, f"line {line}", line, raw
-
-    return import_metric_rows(session, rows())
+    f = _CsvFile(text, METRIC_COLUMNS, METRIC_OPTIONAL)
+    batch = _MetricBatch(programs_service.known_metrics(session), csv_lines=True)
+    if f.error is not None:
+        batch.errors.append(f.error)
+    else:
+        batch.read_csv(f)
+    return batch.store(session)
 
 
 def import_metrics_json(session: Session, items: Any) -> MetricsResult:
@@ -300,7 +502,7 @@ def import_members_csv(session: Session, text: str, today: dt.date, now: dt.date
         if err is not None:
             errors.append(err)
             continue
-        reasons = []
+        reasons = [p for p in (text_problem(name, v) for name, v in raw.items()) if p]
         key = raw["member"]
         if not key:
             reasons.append("missing member")
@@ -312,7 +514,7 @@ def import_members_csv(session: Session, text: str, today: dt.date, now: dt.date
             seen_keys[key] = line
         email = raw["email"]
         if email:
-            if not EMAIL_RE.match(email) or len(email) > 254:
+            if not EMAIL_RE.match(email) or len(email.lower()) > 254:  # stored lowered ('İ' grows)
                 reasons.append(f"bad email '{email}'")
             elif email.lower() in seen_emails:
                 reasons.append(f"email '{email}' already appears on line {seen_emails[email.lower()]}")
@@ -334,9 +536,12 @@ def import_members_csv(session: Session, text: str, today: dt.date, now: dt.date
             errors.append(RowError(f"line {line}", "; ".join(reasons), line=line))
         else:
             rows.append((line, raw))
-    existing = {m.key: m for m in _members_by_key(session, [r["member"] for _, r in rows])}
-    emails = [r["email"].lower() for _, r in rows if r["email"]]
-    owners = dict(session.execute(select(Member.email, Member.key).where(Member.email.in_(emails))).all()) if emails else {}
+    existing = member_ids(session, (r["member"] for _, r in rows))
+    emails = sorted({r["email"].lower() for _, r in rows if r["email"]})
+    owners: dict[str, str] = {}
+    for i in range(0, len(emails), LOOKUP_CHUNK):
+        owners.update(session.execute(
+            select(Member.email, Member.key).where(Member.email.in_(emails[i : i + LOOKUP_CHUNK]))).all())
     for line, raw in rows:
         owner = owners.get(raw["email"].lower()) if raw["email"] else None
         if owner is not None and owner != raw["member"]:
@@ -345,48 +550,73 @@ def import_members_csv(session: Session, text: str, today: dt.date, now: dt.date
         errors.sort(key=lambda e: e.line or 0)
         raise ImportRejected(errors)
 
+    # Set-based writes (executemany batches), not one ORM object per row: a file may hold a
+    # million members.
     now = now or dt.datetime.now(dt.UTC)
     result = MembersResult()
+    session.flush()
+    table = Member.__table__
+    segments = [seg for seg in SEGMENTS if rows and seg in rows[0][1]]  # the file's segment columns
+    inserts: list[dict[str, Any]] = []
+    updates: dict[bool, list[dict[str, Any]]] = {False: [], True: []}  # by "sets a password"
     for _, raw in rows:
-        member = existing.get(raw["member"])
-        if member is None:
-            member = Member(key=raw["member"], created_at=now)
-            session.add(member)
+        values: dict[str, Any] = {"name": raw["name"], "email": raw["email"].lower() or None,
+                                  "role": raw["role"] or "member"}
+        password = hash_password(raw["password"]) if raw["password"] else None
+        for seg in segments:
+            values[seg] = raw[seg] or None
+        member_id = existing.get(raw["member"])
+        if member_id is None:
+            inserts.append({"key": raw["member"], "password_hash": password, "created_at": now,
+                            **{seg: None for seg in SEGMENTS}, **values})
             result.created += 1
         else:
+            if password is not None:
+                values["password_hash"] = password
+            updates[password is not None].append({"b_id": member_id, **{f"b_{k}": v for k, v in values.items()}})
             result.updated += 1
-        member.name = raw["name"]
-        member.email = raw["email"].lower() or None
-        member.role = raw["role"] or "member"
-        if raw["password"]:
-            member.password_hash = hash_password(raw["password"])
-        for seg in SEGMENTS:
-            if seg in raw:
-                setattr(member, seg, raw[seg] or None)
-        result.keys.append(member.key)
-    session.flush()
-    by_key = {m.key: m for m in _members_by_key(session, result.keys)}
-    current = {}
-    for member_id, program_key in session.execute(
-        select(Enrolment.member_id, Enrolment.program_key).where(Enrolment.member_id.in_([m.id for m in by_key.values()]))
-    ):
-        current.setdefault(member_id, set()).add(program_key)
+        result.keys.append(raw["member"])
+    for i in range(0, len(inserts), WRITE_CHUNK):
+        session.execute(insert(table), inserts[i : i + WRITE_CHUNK])
+    for batch in updates.values():
+        if batch:
+            stmt = update(table).where(table.c.id == bindparam("b_id")).values(
+                {k[2:]: bindparam(k) for k in batch[0] if k != "b_id"})
+            for i in range(0, len(batch), WRITE_CHUNK):
+                session.execute(stmt, batch[i : i + WRITE_CHUNK], execution_options={"synchronize_session": False})
+    ids = {**existing, **(member_ids(session, (r["key"] for r in inserts)) if inserts else {})}
+
+    current: dict[int, set[str]] = {}
+    old = sorted(existing.values())
+    for i in range(0, len(old), LOOKUP_CHUNK):
+        for member_id, program_key in session.execute(
+            select(Enrolment.member_id, Enrolment.program_key).where(Enrolment.member_id.in_(old[i : i + LOOKUP_CHUNK]))
+        ):
+            current.setdefault(member_id, set()).add(program_key)
+    added: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
     for _, raw in rows:
-        member = by_key[raw["member"]]
+        member_id = ids[raw["member"]]
         wanted = set(raw["programs"].split())
-        have = current.get(member.id, set())
-        for key in sorted(wanted - have):
-            session.add(Enrolment(member_id=member.id, program_key=key, enrolled_on=today))
-            result.enrolments_added += 1
-        for key in sorted(have - wanted):
-            session.delete(session.get(Enrolment, (member.id, key)))
-            result.enrolments_removed += 1
-    session.flush()
+        have = current.get(member_id, set())
+        added += [{"member_id": member_id, "program_key": key, "enrolled_on": today} for key in sorted(wanted - have)]
+        removed += [{"b_member": member_id, "b_program": key} for key in sorted(have - wanted)]
+    en = Enrolment.__table__
+    for i in range(0, len(added), WRITE_CHUNK):
+        session.execute(insert(en), added[i : i + WRITE_CHUNK])
+    if removed:
+        session.execute(delete(en).where(en.c.member_id == bindparam("b_member"), en.c.program_key == bindparam("b_program")),
+                        removed, execution_options={"synchronize_session": False})
+    result.enrolments_added, result.enrolments_removed = len(added), len(removed)
+    _forget(session, set(existing.values()))
     return result
 
 
-def _members_by_key(session: Session, keys: list[str]) -> list[Member]:
-    out: list[Member] = []
-    for i in range(0, len(keys), LOOKUP_CHUNK):
-        out += session.scalars(select(Member).where(Member.key.in_(keys[i : i + LOOKUP_CHUNK])))
-    return out
+def _forget(session: Session, member_ids: set[int]) -> None:
+    """Objects of the updated members this session already holds are stale after the
+    set-based writes: expire the members, drop their enrolments (some were deleted)."""
+    for (cls, pk, *_), obj in list(session.identity_map.items()):
+        if cls is Member and pk[0] in member_ids:
+            session.expire(obj)
+        elif cls is Enrolment and pk[0] in member_ids:
+            session.expunge(obj)
