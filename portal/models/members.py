@@ -27,7 +27,8 @@ class Member(Base):
     locale: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_members_segments", "business_type", "industry", "scale"),)
+    __table_args__ = (Index("ix_members_segments", "business_type", "industry", "scale"),
+                      Index("ix_members_name", "name"))  # staff search by name prefix
 
 
 class Enrolment(Base):

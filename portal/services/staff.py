@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from ..db import is_sqlite
 from ..models import SEGMENTS, Enrolment, LevelChange, Member, MetricRow, Standing
 from . import NotFound, ServiceError
 from . import programs as programs_service
@@ -184,8 +185,18 @@ class SearchFilter:
     text: str | None = None  # key, name or email prefix
 
 
-def search_query(f: SearchFilter) -> Select:
-    """Members matching the filter, ordered by id (keyset pagination: ``after`` an id)."""
+def _prefix(column, text: str, binary: bool):
+    """``column`` starts with ``text``. Where text compares byte by byte (SQLite) a range the
+    column's index can serve; elsewhere LIKE (PostgreSQL's collations do not order prefixes
+    as one range)."""
+    if binary:
+        return and_(column >= text, column < text + "\U0010ffff")
+    return column.startswith(text, autoescape=True)
+
+
+def search_query(f: SearchFilter, binary: bool = False) -> Select:
+    """Members matching the filter, ordered by id (keyset pagination: ``after`` an id).
+    ``binary``: the database compares text byte by byte (SQLite), so prefixes use indexes."""
     stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, Member.business_type,
                   Member.industry, Member.scale)
     if f.program:
@@ -204,13 +215,13 @@ def search_query(f: SearchFilter) -> Select:
             stmt = stmt.where(getattr(Member, seg) == value)
     if f.text:
         t = f.text.strip()
-        stmt = stmt.where(or_(Member.key.startswith(t, autoescape=True), Member.email.startswith(t.lower(), autoescape=True),
-                              Member.name.startswith(t, autoescape=True)))
+        stmt = stmt.where(or_(_prefix(Member.key, t, binary), _prefix(Member.email, t.lower(), binary),
+                              _prefix(Member.name, t, binary)))
     return stmt.order_by(Member.id)
 
 
 def search(session: Session, f: SearchFilter, after: int | None = None, limit: int = 50) -> list[Any]:
-    stmt = search_query(f)
+    stmt = search_query(f, is_sqlite(session))
     if after is not None:
         stmt = stmt.where(Member.id > after)
     return list(session.execute(stmt.limit(limit)).all())
