@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -57,6 +57,7 @@ def load_user(user_id: str) -> User | None:
     if member is None:
         note("session_ended", member_id=None, detail=f"member #{member_id}")
         return None
+    g.member = member  # the session's identity map holds it weakly: keep it for the views
     return User.of(member, token)
 
 
