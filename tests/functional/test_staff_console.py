@@ -836,3 +836,44 @@ def test_set_role_service_refuses_staff_and_tokens(demo):
             assert exc.value.status == 403
         with pytest.raises(ServiceError):
             staff_service.revoke_token(s, "staff", "x", "r")
+
+
+def _statement_count(app, client, path: str) -> int:
+    from sqlalchemy import event
+
+    engine = app.extensions["portal.db"].engine
+    seen: list[str] = []
+
+    def count_one(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count_one)
+    try:
+        response = client.get(path)
+    finally:
+        event.remove(engine, "before_cursor_execute", count_one)
+    assert response.status_code == 200, (path, response.status_code)
+    return len(seen)
+
+
+def test_staff_pages_issue_the_same_number_of_statements_with_few_or_many_members(demo, staff):
+    """Issue 7: the staff pages' SQL does not grow with the population (search pages keyset-paged)."""
+    from sqlalchemy import insert
+
+    from portal.models import Enrolment, Member
+
+    pages = ["/staff/", "/staff/members", "/staff/members?text=c0", "/staff/members?program=creator",
+             "/staff/members?program=creator&level=LV1", "/staff/members/c001", "/staff/security"]
+    for path in pages:
+        staff.get(path)  # warm per-process caches
+    few = {path: _statement_count(demo, staff, path) for path in pages}
+    now = dt.datetime.now(dt.UTC)
+    with db(demo) as s:
+        s.execute(insert(Member.__table__), [{"key": f"c0x{i:04d}", "name": f"Bulk {i}", "role": "member",
+                                              "created_at": now} for i in range(300)])
+        ids = s.scalars(select(Member.id).where(Member.key.like("c0x%"))).all()
+        s.execute(insert(Enrolment.__table__), [{"member_id": i, "program_key": "creator", "enrolled_on": TODAY}
+                                                for i in ids])
+        s.commit()
+    many = {path: _statement_count(demo, staff, path) for path in pages}
+    assert many == few
