@@ -63,6 +63,7 @@ class Scheduler:
         done: list[tuple[str, dt.date, str]] = []
         self.deliver_webhooks(now)
         for spec in self.jobs():
+            self._settle(spec, now)
             for as_of in spec.due_dates(self._last_done(spec), now):
                 outcome = self._run(spec, as_of)
                 done.append((spec.id, as_of, outcome))
@@ -77,6 +78,30 @@ class Scheduler:
             out = deliver_due(s, now)
             s.commit()
         return out
+
+    def _settle(self, spec: JobSpec, now: dt.datetime) -> None:
+        """A process that died after its evaluation committed but before it recorded the job
+        done leaves the job 'running' - and the evaluation counts as done, so no takeover would
+        come. Finish such jobs: queue the run's webhooks (deduplicated) and record them done."""
+        if spec.kind != "evaluate":
+            return
+        runs = EvaluationRun.__table__
+        with self.factory() as s:
+            stale = s.execute(select(JR.c.id, JR.c.as_of).where(
+                JR.c.job == spec.id, JR.c.status == "running", JR.c.heartbeat_at < now - STALE)).all()
+            for job_run in stale:
+                run = s.execute(select(runs).where(runs.c.program_key == spec.program, runs.c.as_of == job_run.as_of,
+                                                   runs.c.status == "done").order_by(runs.c.id.desc()).limit(1)).first()
+                if run is None:
+                    continue  # not finished: the normal takeover runs it again
+                counts = {k: getattr(run, k) for k in ("evaluated", "upgraded", "downgraded", "unchanged", "blacklisted")}
+                settled = s.execute(update(JR).where(JR.c.id == job_run.id, JR.c.status == "running")
+                                    .values(status="done", finished_at=now, counts=counts)).rowcount
+                if settled:
+                    from ..services.webhooks import enqueue_run
+
+                    enqueue_run(s, run.id, spec.program, job_run.as_of, now)
+            s.commit()
 
     def _last_done(self, spec: JobSpec) -> dt.date | None:
         """The newest completed as-of date, counting evaluations run by hand (`portal

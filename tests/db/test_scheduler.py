@@ -394,6 +394,34 @@ def test_a_hand_run_evaluation_counts_as_done(engine, world, schedulers):
     assert runs_per_program_date(engine)[("creator", D)] == 1
 
 
+def test_a_job_whose_process_died_after_its_evaluation_committed_is_settled_not_left_running(
+        engine, world, schedulers):
+    """Killed between the evaluation's commit and the job's 'done': the evaluation counts as
+    done, so no takeover comes; the next tick records the job done and queues the run's
+    webhooks instead of leaving it 'running' forever."""
+    from sqlalchemy import insert
+
+    from portal.models import WebhookDelivery
+    from portal.services.webhooks import add_endpoint
+
+    one_of_each(world)
+    add_endpoint(world.s, "http://127.0.0.1:9/hook", ["level_change", "benefit_issued"])
+    world.s.commit()
+    world.evaluate("creator", D)  # what the dead process had committed
+    stamp = dt.datetime.combine(D, dt.time(0, 5), tzinfo=dt.UTC)
+    with session_factory(engine)() as s:
+        s.execute(insert(JobRun.__table__).values(job="evaluate:creator", as_of=D, status="running", holder="dead",
+                                                  started_at=stamp, heartbeat_at=stamp, attempts=1))
+        s.commit()
+    schedulers(engine, "a", Clock(TICK)).tick()
+    with session_factory(engine)() as s:
+        job = s.execute(select(JobRun).where(JobRun.job == "evaluate:creator", JobRun.as_of == D)).scalar_one()
+        queued = s.scalar(select(func.count()).select_from(WebhookDelivery))
+    assert job.status == "done" and job.counts["evaluated"] == 1
+    assert queued >= 1
+    assert runs_per_program_date(engine)[("creator", D)] == 1
+
+
 # -- two schedulers ----------------------------------------------------------------------------------
 
 
