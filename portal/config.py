@@ -20,7 +20,8 @@ class ConfigError(RuntimeError):
 def defaults(instance_path: str) -> dict[str, Any]:
     return {
         "DATABASE_URL": "sqlite:///" + str(Path(instance_path) / "portal.db"),
-        "SECRET_KEY": None,  # nosec B105 - no key by default; check_secret() refuses to serve without one
+        # bandit B105: no key by default; check_secret() refuses to serve without one
+        "SECRET_KEY": None,  # nosec B105
         "SCHEDULER": "off",
         "DEMO": False,
         "RATELIMIT_STORAGE": "memory://",

@@ -15,8 +15,10 @@ from .models import Enrolment, Member, MetricRow
 from .services import programs as programs_service
 from .services.passwords import hash_password
 
-PASSWORD = "demo1234"  # nosec B105 - demo logins, printed by `portal demo` on purpose
-STAFF_PASSWORD = "staff1234"  # nosec B105 - demo logins, as above
+# bandit B105: demo logins, printed by `portal demo` on purpose
+PASSWORD = "demo1234"  # nosec B105
+# bandit B105: demo logins, as above
+STAFF_PASSWORD = "staff1234"  # nosec B105
 
 # key, name, role, programs, what the login shows
 PEOPLE = [
@@ -69,7 +71,8 @@ def load_demo(session: Session, today: dt.date) -> list[tuple[str, str, str]]:
             session.add(Enrolment(member_id=m.id, program_key=p, enrolled_on=today - dt.timedelta(days=400)))
     rows: list[MetricRow] = []
     day = today - dt.timedelta(days=1)  # the daily programs are evaluated as of yesterday
-    rng = random.Random(7)  # nosec B311 - reproducible demo data, not secrets
+    # bandit B311: reproducible demo data, not secrets
+    rng = random.Random(7)  # nosec B311
 
     def add(key: str, metric: str, date: dt.date, value: float, kind: str | None = None) -> None:
         rows.append(MetricRow(member_id=ids[key], metric=metric, date=date, value=value, kind=kind))

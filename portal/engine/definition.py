@@ -479,7 +479,8 @@ _Loader.yaml_implicit_resolvers = {
 
 def load_text(text: str, source: str = "") -> Program:
     try:
-        data = json.loads(text) if source.endswith(".json") else yaml.load(text, Loader=_Loader)  # noqa: S506  # nosec B506 - a SafeLoader subclass
+        # bandit B506: a SafeLoader subclass
+        data = json.loads(text) if source.endswith(".json") else yaml.load(text, Loader=_Loader)  # noqa: S506  # nosec B506
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise DefinitionError([("", f"not valid YAML/JSON: {exc}")], source) from None
     except RecursionError:

@@ -406,7 +406,8 @@ def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
         cur.execute(f"PRAGMA cache_size=-{SQLITE_IMPORT_CACHE_KB}")
     try:
         cur.executemany(
-            f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "  # nosec B608 - our own table/column names
+            # bandit B608: our own table/column names
+            f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "  # nosec B608
             "ON CONFLICT (member_id, metric, event_id) DO NOTHING",
             rows,
         )
@@ -432,7 +433,8 @@ def _insert_postgres(session: Session, rows: Iterable[tuple]) -> int:
                 for seq, row in enumerate(rows):
                     write((seq, *row))
             cur.execute(
-                f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM portal_import_rows ORDER BY seq "  # nosec B608 - constants
+                # bandit B608: constants
+                f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM portal_import_rows ORDER BY seq "  # nosec B608
                 "ON CONFLICT (member_id, metric, event_id) DO NOTHING"
             )
             return cur.rowcount

@@ -18,8 +18,10 @@ KINDS = {
     "login_failed": "a password login failed (unknown account or wrong password)",
     "login_limited": "a login was refused by the rate limiter (429)",
     "logout": "a session was ended by its owner",
-    "password_changed": "a password was changed (the account's other sessions ended)",  # nosec B105 - a label
-    "password_change_failed": "a password change failed (wrong current password)",  # nosec B105 - a label
+    # bandit B105: a label
+    "password_changed": "a password was changed (the account's other sessions ended)",  # nosec B105
+    # bandit B105: a label
+    "password_change_failed": "a password change failed (wrong current password)",  # nosec B105
     "session_ended": "a request came with a session that had ended (logged out elsewhere)",
     "unauthenticated": "a request needing a login or token came without a valid one (401)",
     "forbidden": "a request was refused for its role (403)",
