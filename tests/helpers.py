@@ -101,3 +101,31 @@ def req(standing: dict[str, Any], level: str, key: str) -> dict[str, Any]:
         if r["level"] == level and r["key"] == key:
             return r
     raise AssertionError(f"no requirement {level}/{key} in {standing['requirements']}")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(base: str, proc=None, seconds: float = 60) -> None:
+    """Poll ``base``/healthz until it answers 200; fail if ``proc`` exits or time runs out."""
+    import time
+
+    import pytest
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if requests.get(base + "/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+            pytest.fail(f"the server at {base} did not start")
+        time.sleep(0.2)

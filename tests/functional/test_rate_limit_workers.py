@@ -10,14 +10,16 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
+from ..helpers import free_port, wait_until_serving
+
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
 
 
 def _redis_up() -> bool:
@@ -28,11 +30,6 @@ def _redis_up() -> bool:
     except OSError:
         return False
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -45,21 +42,12 @@ def gunicorn(tmp_path: Path):
                PORTAL_RATELIMIT_STORAGE=REDIS_URL, PORTAL_RATELIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}")
     bindir = Path(sys.executable).parent
     subprocess.run([str(bindir / "portal"), "init"], env=env, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(bindir / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "portal:create_app()"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("gunicorn did not start")
-            time.sleep(0.2)
+        wait_until_serving(base, proc)
         yield base
     finally:  # never leave the server behind, whatever failed
         proc.terminate()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,11 +19,7 @@ from sqlalchemy import func, select
 from portal.db import make_engine, session_factory
 from portal.models import EvaluationRun, JobRun
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..helpers import free_port, wait_until_serving
 
 
 def _login(base: str) -> requests.Session:
@@ -50,22 +45,14 @@ def test_two_web_workers_and_two_schedulers_on_one_postgresql(db_url, tmp_path: 
     engine = make_engine(db_url)
     with session_factory(engine)() as s:
         runs_before = s.scalar(select(func.count()).select_from(EvaluationRun))
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen([str(bindir / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "portal:create_app()"],
                               env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     procs += [subprocess.Popen([str(bindir / "portal"), "scheduler"], env=env, cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, procs[0])
         member = _login(base)
         for _ in range(20):  # new connections: both workers answer, each from the shared database
             r = requests.get(base + "/", headers=member.headers, timeout=30, allow_redirects=False)
