@@ -15,6 +15,17 @@ def alembic_config() -> Config:
     return cfg
 
 
+def include_object_for(dialect: str):
+    """An autogenerate ``include_object`` hook that skips objects built only on another
+    dialect (``Index(...).ddl_if(dialect="postgresql")`` when comparing SQLite)."""
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:
+        ddl_if = getattr(obj, "_ddl_if", None)
+        return reflected or ddl_if is None or ddl_if.dialect is None or ddl_if.dialect == dialect
+
+    return include
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config()
     with engine.begin() as conn:

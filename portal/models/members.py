@@ -27,8 +27,15 @@ class Member(Base):
     locale: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_members_segments", "business_type", "industry", "scale"),
-                      Index("ix_members_name", "name"))  # staff search by name prefix
+    __table_args__ = (
+        Index("ix_members_segments", "business_type", "industry", "scale"),
+        # Staff search by prefix (services/staff.py): SQLite serves ranges from plain indexes;
+        # PostgreSQL's LIKE 'x%' needs text_pattern_ops indexes (its collations are not bytewise).
+        Index("ix_members_name", "name", postgresql_ops={"name": "text_pattern_ops"}),
+        Index("ix_members_key_prefix", "key", postgresql_ops={"key": "text_pattern_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_members_email_prefix", "email", postgresql_ops={"email": "text_pattern_ops"}).ddl_if(
+            dialect="postgresql"),
+    )
 
 
 class Enrolment(Base):
