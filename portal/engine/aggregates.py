@@ -135,15 +135,6 @@ def window_queries(program_key: str, p: Plan, targets: list[Target],
     return out
 
 
-def window_query(program_key: str, specs: list[tuple[str, AggregateSpec]], window: str, as_of: dt.date,
-                 data_until: dt.date | None = None, members: Select | None = None) -> Select:
-    """One window's values for one target (tools and tests; runs use ``window_queries``)."""
-    start, end = bounds(window, as_of)
-    end = _end(end, data_until)
-    metrics = {m for _, spec in specs for m in spec.metric}
-    return _scan(program_key, [_column(spec).label(key) for key, spec in specs], metrics, start, end, members)
-
-
 def latest_query(program_key: str, metrics: list[str], as_of: dt.date, members: Select | None = None) -> Select:
     """Each member's latest reading of each metric (ties on a date: the row stored last), one
     row per member with a column per metric, in ``metrics`` order."""

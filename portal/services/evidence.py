@@ -131,8 +131,8 @@ def path_of(root: Path, row: EvidenceFile) -> Path:
     return path
 
 
-def remove(session: Session, root: Path, member_id: int, file_id: int) -> Path:
+def remove(session: Session, root: Path, member_id: int, file_id: int, program_key: str | None = None) -> Path:
     """Delete the row; returns the file to unlink once the caller has committed."""
-    row = owned(session, member_id, file_id)
+    row = owned(session, member_id, file_id, program_key)
     session.execute(delete(EvidenceFile).where(EvidenceFile.id == row.id))
     return path_of(root, row)

@@ -151,8 +151,7 @@ def delete_evidence(key: str, file_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        evidence.owned(db.session, me.id, file_id, key)
-        path = evidence.remove(db.session, evidence_root(), me.id, file_id)
+        path = evidence.remove(db.session, evidence_root(), me.id, file_id, key)
         db.session.commit()
     except NotFound:
         db.session.rollback()
