@@ -5,7 +5,7 @@ from .base import Base
 from .benefits import BENEFIT_STATES, OPEN_STATES, BenefitItem, JobRun, Notification, SchedulerLease
 from .evidence import EvidenceFile
 from .members import ROLES, SEGMENTS, Enrolment, Member
-from .metrics import MetricRow
+from .metrics import MetricEdits, MetricRow
 from .programs import Program, ProgramVersion
 from .security import LoginSession, SecurityEvent
 from .standings import EvaluationRun, LevelChange, Standing
@@ -29,6 +29,7 @@ __all__ = [
     "EvaluationRun",
     "LevelChange",
     "Member",
+    "MetricEdits",
     "MetricRow",
     "Program",
     "ProgramVersion",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Date, Double, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import DDL, BigInteger, Date, Double, ForeignKey, Index, Integer, String, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, BigId
@@ -29,3 +29,31 @@ class MetricRow(Base):
         Index("ix_metric_rows_metric_date_member", "metric", "date", "member_id"),
         Index("ix_metric_rows_member_metric_date", "member_id", "metric", "date"),
     )
+
+
+class MetricEdits(Base):
+    """One row counting UPDATE and DELETE statements on metric_rows, kept by database triggers
+    (so edits made outside portal count too). Inserts do not count: a same-day re-run finds
+    new rows by id; edits to rows it already read make it run in full (engine/run.py)."""
+
+    __tablename__ = "metric_edits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# The triggers, per dialect. Migration 0003 creates the same; these serve metadata.create_all.
+BUMP = "INSERT INTO metric_edits (id, edits) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET edits = metric_edits.edits + 1"
+SQLITE_TRIGGERS = [
+    f"CREATE TRIGGER metric_rows_{op.lower()}d AFTER {op} ON metric_rows BEGIN {BUMP}; END"
+    for op in ("UPDATE", "DELETE")
+]
+POSTGRESQL_TRIGGERS = [
+    f"CREATE FUNCTION metric_rows_edited() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {BUMP}; RETURN NULL; END $$",
+    "CREATE TRIGGER metric_rows_edited AFTER UPDATE OR DELETE OR TRUNCATE ON metric_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION metric_rows_edited()",
+]
+for _sql in SQLITE_TRIGGERS:
+    event.listen(MetricRow.__table__, "after_create", DDL(_sql).execute_if(dialect="sqlite"))
+for _sql in POSTGRESQL_TRIGGERS:
+    event.listen(MetricRow.__table__, "after_create", DDL(_sql).execute_if(dialect="postgresql"))

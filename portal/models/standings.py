@@ -61,6 +61,8 @@ class Standing(Base):
 
     __table_args__ = (
         Index("ix_standings_program_level", "program_key", "level", "sub_class"),
+        # Staff filter a program by level in member order: walked in order, stops at a page.
+        Index("ix_standings_program_level_member", "program_key", "level", "member_id"),
         Index("ix_standings_program_status", "program_key", "status"),
     )
 
@@ -115,6 +117,9 @@ class EvaluationRun(Base):
     # Every metric row up to this id was committed when the run read its data (None: unknown);
     # a same-day re-run re-examines only members with newer rows (engine/run.py).
     metric_mark: Mapped[int | None] = mapped_column(BigInteger)
-    metric_count: Mapped[int | None] = mapped_column(BigInteger)  # rows at or below the mark then
+    metric_count: Mapped[int | None] = mapped_column(BigInteger)  # unused since 0003 (was: rows up to the mark)
+    # metric_edits.edits when the run read its data: a later value means rows were changed or
+    # deleted since, and a same-day re-run must be full.
+    metric_edits: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_evaluation_runs_program_as_of", "program_key", "as_of"),)
