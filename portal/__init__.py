@@ -97,17 +97,19 @@ def register_extensions(app: Flask) -> None:
         return {"unread": 0}
 
 
-def _select_locale() -> str:
+def _select_locale():
     from flask import current_app, session
     from flask_login import current_user
+
+    from .web.i18n import parsed_locale
 
     langs = current_app.config["LANGUAGES"]
     chosen = session.get("locale")
     if chosen in langs:
-        return chosen
+        return parsed_locale(chosen)
     if getattr(current_user, "is_authenticated", False) and current_user.locale in langs:
-        return current_user.locale
-    return current_app.config["BABEL_DEFAULT_LOCALE"]  # zh_CN unless the user chose otherwise
+        return parsed_locale(current_user.locale)
+    return parsed_locale(current_app.config["BABEL_DEFAULT_LOCALE"])  # zh_CN unless the user chose otherwise
 
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; img-src 'self' data:; "

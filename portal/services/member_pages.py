@@ -6,15 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, bindparam, func, literal_column, select, union_all, update
 from sqlalchemy.orm import Session
 
 from ..engine import rules
 from ..engine.definition import AggregateSpec, Program
 from ..engine.windows import bounds
 from ..models import BenefitItem, Enrolment, LevelChange, Member, MetricRow, Notification, Standing
+from ..models import Program as ProgramRow
 from . import NotFound
 from . import programs as programs_service
 
@@ -33,40 +35,52 @@ class ProgramCard:
         return self.program.key
 
 
-def enrolled(session: Session, member: Member) -> list[str]:
-    return list(session.scalars(select(Enrolment.program_key).where(Enrolment.member_id == member.id)
-                                .order_by(Enrolment.program_key)))
+# The statements every member page runs, built once: building a statement costs about as
+# much Python as running it, and these run on every request.
+_CARD_ROWS = (select(Enrolment.program_key, ProgramRow.current_version, Standing)
+              .join(ProgramRow, ProgramRow.key == Enrolment.program_key)
+              .outerjoin(Standing, and_(Standing.member_id == Enrolment.member_id,
+                                        Standing.program_key == Enrolment.program_key))
+              .where(Enrolment.member_id == bindparam("member_id"))
+              .order_by(Enrolment.program_key))
+_CARD_ROW = _CARD_ROWS.where(Enrolment.program_key == bindparam("program_key"))
+_WARNINGS = (select(Notification).where(Notification.member_id == bindparam("member_id"),
+                                        Notification.kind == "downgrade_warning")
+             .order_by(Notification.on.desc(), Notification.id.desc()).limit(20))
+_UNREAD = select(func.count()).select_from(Notification).where(Notification.member_id == bindparam("member_id"),
+                                                               Notification.read_at.is_(None))
 
 
-def cards(session: Session, member: Member, today: dt.date) -> list[ProgramCard]:
-    """One card per enrolled program (2 queries + cached definitions)."""
-    keys = enrolled(session, member)
-    stored = {s.program_key: s for s in session.scalars(select(Standing).where(Standing.member_id == member.id))}
+def cards(session: Session, member: Member, today: dt.date, key: str | None = None) -> list[ProgramCard]:
+    """One card per enrolled program (or only program ``key``): 2 queries - each enrolment
+    with its program's current version and standing, and the open warnings; the definitions
+    come from the parsed cache."""
+    if key is None:
+        rows = session.execute(_CARD_ROWS, {"member_id": member.id}).all()
+    else:
+        rows = session.execute(_CARD_ROW, {"member_id": member.id, "program_key": key}).all()
     warnings = open_warnings(session, member, today)
     out = []
-    for key in keys:
-        program, _ = programs_service.definition(session, key)
-        st = stored.get(key)
+    for program_key, version, st in rows:
+        program, _ = programs_service.definition(session, program_key, version)
         reqs = rules.requirements(program, st.level, st.values) if st else []
         nxt = rules.next_level(program, st.level if st else None)
         left = sum(1 for r in reqs if r["level"] == nxt and not r["met"])
-        out.append(ProgramCard(program, st, reqs, nxt, left, [w for w in warnings if w.program_key == key]))
+        out.append(ProgramCard(program, st, reqs, nxt, left, [w for w in warnings if w.program_key == program_key]))
     return out
 
 
 def open_warnings(session: Session, member: Member, today: dt.date) -> list[Notification]:
     """Downgrade warnings whose date has not passed, newest first."""
-    rows = session.scalars(select(Notification).where(Notification.member_id == member.id,
-                                                      Notification.kind == "downgrade_warning")
-                           .order_by(Notification.on.desc(), Notification.id.desc()).limit(20))
+    rows = session.scalars(_WARNINGS, {"member_id": member.id})
     return [n for n in rows if n.payload.get("by", "9999-12-31") >= today.isoformat()]
 
 
 def program_card(session: Session, member: Member, key: str, today: dt.date) -> ProgramCard:
-    for card in cards(session, member, today):
-        if card.key == key:
-            return card
-    raise NotFound(f"you are not enrolled in program '{key}'")
+    found = cards(session, member, today, key)
+    if not found:
+        raise NotFound(f"you are not enrolled in program '{key}'")
+    return found[0]
 
 
 def hint(program: Program, row: dict[str, Any], locale: str) -> dict[str, Any]:
@@ -87,40 +101,85 @@ def hint(program: Program, row: dict[str, Any], locale: str) -> dict[str, Any]:
     return {"progress": 0, "missing": None, "agg": agg}
 
 
-def trend(session: Session, member: Member, program: Program, row: dict[str, Any], as_of: dt.date,
-          periods: int = 8) -> dict[str, Any] | None:
-    """A requirement's metric over recent periods (weeks for day windows, months for month
-    windows) from the member's own rows - one query - with the threshold for the line."""
-    value_key = row.get("value") or row["key"]
-    spec = program.value_spec(value_key)
+@dataclass
+class _Chart:
+    row: dict[str, Any]
+    spec: AggregateSpec
+    monthly: bool
+    start: dt.date
+
+
+def _chart(program: Program, row: dict[str, Any], as_of: dt.date, periods: int) -> _Chart | None:
+    """What a requirement's chart reads, or None when it has no chart (not an aggregate)."""
+    spec = program.value_spec(row.get("value") or row["key"])
     if not isinstance(spec, AggregateSpec) or spec.agg == "latest" and not spec.metric:
         return None
     monthly = spec.window.endswith("m")
-    step = 7 if not monthly else None
-    start = bounds(f"{periods}m", as_of)[0] if monthly else as_of - dt.timedelta(days=step * periods - 1)
-    cond = [MetricRow.member_id == member.id, MetricRow.metric.in_(spec.metric), MetricRow.date >= start,
-            MetricRow.date <= as_of]
-    if spec.kinds:
-        cond.append(MetricRow.kind.in_(spec.kinds))
-    rows = session.execute(select(MetricRow.date, MetricRow.value, MetricRow.kind).where(*cond)
-                           .order_by(MetricRow.date, MetricRow.id)).all()
-    carried = 0.0
-    if spec.agg == "latest":  # a gauge: the reading before the chart carries into it
-        carried = session.scalar(select(MetricRow.value).where(
-            MetricRow.member_id == member.id, MetricRow.metric.in_(spec.metric), MetricRow.date < start)
-            .order_by(MetricRow.date.desc(), MetricRow.id.desc()).limit(1)) or 0.0
+    start = bounds(f"{periods}m", as_of)[0] if monthly else as_of - dt.timedelta(days=7 * periods - 1)
+    return _Chart(row, spec, monthly, start)
+
+
+def trends(session: Session, member: Member, program: Program, rows: list[dict[str, Any]], as_of: dt.date,
+           limit: int = 4, periods: int = 8) -> dict[tuple[str, str], dict[str, Any]]:
+    """The charts of the first ``limit`` unmet requirements that have one, keyed (level, key):
+    each requirement's metric over recent periods (weeks for day windows, months for month
+    windows) from the member's own rows, with the threshold for the line. One query for all
+    of them: the rows of the widest chart, and for gauges the reading before their chart
+    (which carries into it)."""
+    charts: dict[tuple[str, str], _Chart] = {}
+    for row in rows:
+        if not row["met"] and (chart := _chart(program, row, as_of, periods)) is not None:
+            charts[(row["level"], row["key"])] = chart
+            if len(charts) >= limit:
+                break
+    if not charts:
+        return {}
+    plans = list(charts.values())
+    metrics = tuple(sorted({m for c in plans for m in c.spec.metric}))
+    gauges = tuple((i, tuple(c.spec.metric)) for i, c in enumerate(plans) if c.spec.agg == "latest")
+    params = {"member_id": member.id, "start": min(c.start for c in plans), "as_of": as_of,
+              **{f"start_{i}": plans[i].start for i, _ in gauges}}
+    fetched = session.execute(_trend_statement(metrics, gauges), params).all()
+    carried = {r.part: r.value for r in fetched if r.part >= 0}
+    return {k: _points(c, [r for r in fetched if r.part < 0], carried.get(i) or 0.0, as_of, periods)
+            for i, (k, c) in enumerate(charts.items())}
+
+
+@lru_cache(maxsize=256)
+def _trend_statement(metrics: tuple[str, ...], gauges: tuple[tuple[int, tuple[str, ...]], ...]):
+    """The rows of the charts' metrics from ``start`` to ``as_of`` (part -1), and for each
+    gauge chart i its last reading before ``start_i`` (part i), in one statement; built once
+    per shape (which metrics, which gauges)."""
+    columns = (MetricRow.metric, MetricRow.date, MetricRow.value, MetricRow.kind, MetricRow.id)
+    parts = [select(literal_column("-1").label("part"), *columns)
+             .where(MetricRow.member_id == bindparam("member_id"), MetricRow.metric.in_(metrics),
+                    MetricRow.date >= bindparam("start"), MetricRow.date <= bindparam("as_of"))]
+    for i, gauge_metrics in gauges:
+        last = (select(literal_column(str(i)).label("part"), *columns)
+                .where(MetricRow.member_id == bindparam("member_id"), MetricRow.metric.in_(gauge_metrics),
+                       MetricRow.date < bindparam(f"start_{i}"))
+                .order_by(MetricRow.date.desc(), MetricRow.id.desc()).limit(1).subquery())
+        parts.append(select(last))
+    both = union_all(*parts).subquery()
+    return select(both).order_by(both.c.part, both.c.date, both.c.id)
+
+
+def _points(c: _Chart, rows: list[Any], carried: float, as_of: dt.date, periods: int) -> dict[str, Any]:
+    spec, monthly = c.spec, c.monthly
     buckets: list[list[float]] = [[] for _ in range(periods)]
-    for day, value, kind in rows:
-        if spec.exclude_kinds and kind in spec.exclude_kinds:
+    for r in rows:
+        if r.metric not in spec.metric or r.date < c.start or spec.kinds and r.kind not in spec.kinds:
+            continue
+        if spec.exclude_kinds and r.kind in spec.exclude_kinds:
             continue
         if monthly:
-            idx = periods - 1 - ((as_of.year - day.year) * 12 + as_of.month - day.month)
+            idx = periods - 1 - ((as_of.year - r.date.year) * 12 + as_of.month - r.date.month)
         else:
-            idx = periods - 1 - (as_of - day).days // step
+            idx = periods - 1 - (as_of - r.date).days // 7
         if 0 <= idx < periods:
-            buckets[idx].append(value)
+            buckets[idx].append(r.value)
     agg = spec.agg
-    points = []
+    points: list[float] = []
     for b in buckets:
         if agg in ("count", "months_active"):
             points.append(float(len(b)))
@@ -133,7 +192,7 @@ def trend(session: Session, member: Member, program: Program, row: dict[str, Any
         else:  # latest: the last reading of the period, else the one before
             points.append(b[-1] if b else (points[-1] if points else carried))
     unit = "month" if monthly else "week"
-    threshold = float(row["required"])
+    threshold = float(c.row["required"])
     if agg in ("count", "sum") and not monthly and spec.window.endswith("d"):
         threshold = threshold * 7 / int(spec.window[:-1])  # the weekly pace that meets the window
     return {"points": points, "threshold": threshold, "unit": unit, "agg": agg}
@@ -170,8 +229,7 @@ def notifications(session: Session, member: Member, limit: int = 100) -> list[No
 
 
 def unread_count(session: Session, member_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Notification).where(
-        Notification.member_id == member_id, Notification.read_at.is_(None))) or 0
+    return session.scalar(_UNREAD, {"member_id": member_id}) or 0
 
 
 def mark_read(session: Session, member_id: int, notification_id: int | None, now: dt.datetime) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask, redirect, request, session, url_for
-from flask_babel import format_date, format_decimal, get_locale
+import math
+from functools import lru_cache
+
+from babel import Locale
+from flask import Flask, g, redirect, request, session, url_for
+from flask_babel import format_date, format_decimal, get_locale, get_translations
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -36,10 +40,38 @@ def state_label(state: str | None) -> str:
     return str(STATES.get(state or "", state or ""))
 
 
+@lru_cache(maxsize=16)
+def parsed_locale(code: str) -> Locale:
+    """``Locale.parse`` once per code and process: for zh_CN it resolves likely subtags and
+    asks the file system, a quarter of a millisecond that flask_babel would pay on every
+    request (it passes a Locale it is given through unchanged)."""
+    return Locale.parse(code)
+
+
 def locale() -> str:
-    """The catalogue key of the request's locale: ``zh_CN`` or ``en`` (Babel says zh_Hans_CN)."""
-    current = get_locale()
+    """The catalogue key of the request's locale: ``zh_CN`` or ``en`` (Babel says zh_Hans_CN).
+    Kept on ``g``: a page asks for it dozens of times (every number, label and text)."""
+    if g:
+        cached = g.get("portal_locale")
+        if cached is None:
+            cached = g.portal_locale = _locale_key(get_locale())
+        return cached
+    return _locale_key(get_locale())
+
+
+def _locale_key(current: Locale | None) -> str:
     return "zh_CN" if current is None or current.language == "zh" else "en"
+
+
+def translations():
+    """flask_babel's translations of the request, looked up once per request: Jinja's ``_``
+    otherwise resolves the domain, the locale and the catalogue cache on every string."""
+    if not g:
+        return get_translations()
+    cached = g.get("portal_translations")
+    if cached is None:
+        cached = g.portal_translations = get_translations()
+    return cached
 
 
 def num(value) -> str:
@@ -52,9 +84,14 @@ def num(value) -> str:
             if round(abs(v) / size, 2) >= 1:  # after rounding: 99,999,999 is 1亿, not 10000万
                 text = f"{v / size:.2f}".rstrip("0").rstrip(".")
                 return text + unit
+    if not math.isfinite(v):
+        return format_decimal(v)
+    # Both catalogues (en, zh_CN) write decimals as Babel's "#,##0.###": comma groups of three,
+    # a point, "-" - Python's own formatting gives the same text for a fraction of the cost
+    # (tests/functional/test_i18n_numbers.py compares them).
     if v.is_integer():
-        return format_decimal(int(v))
-    return format_decimal(round(v, 2))
+        return f"{int(v):,}"
+    return f"{round(v, 2):,.2f}".rstrip("0").rstrip(".")
 
 
 def window_label(window: str | None) -> str:
@@ -92,6 +129,14 @@ def benefit_label(program, key: str) -> str:
 
 
 def init_app(app: Flask) -> None:
+    # Jinja's _ / gettext / ngettext as flask_babel installs them, through translations().
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: translations().ugettext(s),
+        ngettext=lambda s, p, n: translations().ungettext(s, p, n),
+        newstyle=True,
+        pgettext=lambda c, s: translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: translations().unpgettext(c, s, p, n),
+    )
     app.jinja_env.globals.update(
         num=num, state_label=state_label, window_label=window_label, label=label, level_name=level_name,
         benefit_label=benefit_label, text_of=lambda v: text_of(v, locale()), MODES=MODES, KINDS=KINDS,

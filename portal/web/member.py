@@ -71,25 +71,22 @@ def program(key: str):
     except NotFound:
         abort(404)
     charts = {}
-    if card.standing is not None:
-        for row in card.requirements:
-            if not row["met"]:
-                t = pages.trend(db.session, me, card.program, row, card.standing.as_of)
-                if t:
-                    # bandit B704: SVG of numbers we format
-                    charts[(row["level"], row["key"])] = (t, Markup(pages.svg_chart(t["points"], t["threshold"])))  # nosec B704
-                if len(charts) >= 4:  # a few charts: the unmet tasks that matter most
-                    break
+    if card.standing is not None:  # a few charts: the unmet tasks that matter most
+        for k, t in pages.trends(db.session, me, card.program, card.requirements, card.standing.as_of).items():
+            # bandit B704: SVG of numbers we format
+            charts[k] = (t, Markup(pages.svg_chart(t["points"], t["threshold"])))  # nosec B704
     reward_rows = []
     if card.standing is not None and card.standing.level:
         from ..engine.rules import rows
 
         level = card.program.level(card.standing.level)
         reward_rows = rows(card.program, level.key, level.reward_tasks, card.standing.values) if level else []
-    files = evidence.listing(db.session, me.id, key) if evidence.accepts(card.program) else None
+    files, forms = None, {}
+    if evidence.accepts(card.program):  # the forms only where the page shows them
+        files, forms = evidence.listing(db.session, me.id, key), {"evidence_form": EvidenceForm(),
+                                                                  "delete_form": EmptyForm()}
     return render_template("member/program.html", card=card, charts=charts, hint=pages.hint, reward_rows=reward_rows,
-                           evidence_files=files, evidence_form=EvidenceForm(), delete_form=EmptyForm(),
-                           evidence_max_mib=evidence.MAX_BYTES // (1024 * 1024))
+                           evidence_files=files, evidence_max_mib=evidence.MAX_BYTES // (1024 * 1024), **forms)
 
 
 class EvidenceForm(FlaskForm):
