@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Connection,
+    Integer,
+    MetaData,
     Select,
+    Table,
     and_,
     bindparam,
     case,
@@ -41,6 +45,7 @@ from ..models import (
     EvaluationRun,
     LevelChange,
     Member,
+    MetricEdits,
     MetricRow,
     Notification,
     Standing,
@@ -58,6 +63,7 @@ BI = BenefitItem.__table__
 NT = Notification.__table__
 EN = Enrolment.__table__
 MR = MetricRow.__table__
+ME = MetricEdits.__table__
 ER = EvaluationRun.__table__
 BATCH = 50_000  # members per write batch: bounded memory, few statements (issue 7: 100k <= 1.1x 10k)
 # Staff actions are audited; those from shortly before the previous run started are taken in
@@ -223,61 +229,89 @@ def _held(row, as_of: dt.date) -> Held:
                 blacklist_exempt=exempt)
 
 
-def _rows_up_to(conn: Connection, mark: int) -> int:
-    return conn.scalar(select(func.count()).select_from(MR).where(MR.c.id <= mark))
+def _edits(conn: Connection) -> int:
+    return conn.scalar(select(func.coalesce(func.max(ME.c.edits), 0)))
 
 
-def metric_mark(session: Session) -> tuple[int, int] | None:
-    """(mark, count): the highest metric row id such that every row at or below it is
-    committed, and how many rows that is; None when it cannot be known (on PostgreSQL, another
-    transaction is inserting rows right now: ids are handed out before commit, so a lower id
-    could still appear). The next same-day run re-examines only members with rows above the
-    mark - unless rows at or below it were deleted since (the count differs): then in full."""
+@dataclass(frozen=True)
+class Mark:
+    """What a run knew of the data when it began: every metric row up to ``id`` was committed,
+    the metric_edits counter stood at ``edits``, and the database's clock read ``at``."""
+
+    id: int
+    edits: int
+    at: dt.datetime
+
+
+def metric_mark(session: Session) -> Mark | None:
+    """The mark for a run starting now; None when it cannot be known (on PostgreSQL, another
+    transaction is writing metric rows or enrolments right now: ids and times are taken before
+    commit, so a lower id or an earlier time could still appear). The next same-day run
+    re-examines only members with rows above the mark or enrolments stored after it - unless
+    rows were edited or deleted since (the counter moved): then it runs in full. Every read is an
+    index lookup, whatever the number of rows."""
     engine = session.get_bind()
     if engine.dialect.name == "sqlite":
-        # One writer at a time, so committed ids never fall below uncommitted ones.
+        # The caller's session holds the write lock (it began IMMEDIATE), so nothing is being
+        # written now: every later row gets a larger id and a later time.
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-            mark = conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
-            return mark, _rows_up_to(conn, mark)
-    with engine.connect() as conn:
-        mark = conn.scalar(select(func.coalesce(func.max(MR.c.id), 0)))
-        count = _rows_up_to(conn, mark)
-        # Checked after reading the mark: an inserter holds this lock from before it takes an id
-        # until it commits, so none running now means none below the mark is still to come.
+            at = conn.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+            return Mark(conn.scalar(select(func.coalesce(func.max(MR.c.id), 0))), _edits(conn),
+                        dt.datetime.fromisoformat(at))
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        mark = Mark(conn.scalar(select(func.coalesce(func.max(MR.c.id), 0))), _edits(conn),
+                    conn.scalar(select(func.clock_timestamp())))
+        # Checked after reading the mark: a writer holds this lock from before it takes an id or
+        # a time until it commits, so none running now means none is still to come below it.
         busy = conn.scalar(text(
-            "SELECT count(*) FROM pg_locks WHERE relation = CAST(:t AS regclass) AND mode = 'RowExclusiveLock' "
-            "AND pid <> pg_backend_pid()"), {"t": MR.name})
+            "SELECT count(*) FROM pg_locks WHERE relation IN (CAST(:t AS regclass), CAST(:e AS regclass)) "
+            "AND mode = 'RowExclusiveLock' AND pid <> pg_backend_pid()"), {"t": MR.name, "e": EN.name})
         conn.rollback()
-    return None if busy else (mark, count)
+    return None if busy else mark
 
 
 def _previous_run(session: Session, program_key: str, as_of: dt.date, version: int):
-    """The last finished run of this program, version and date with a metric mark, if no row at
-    or below its mark has been deleted since (a correction: then None, and the run is full)."""
+    """The last finished run of this program, version and date with a metric mark, if no
+    metric row has been edited or deleted since (a correction: then None, and the run is full)."""
     previous = session.execute(
-        select(ER.c.id, ER.c.started_at, ER.c.metric_mark, ER.c.metric_count)
+        select(ER.c.id, ER.c.started_at, ER.c.metric_mark, ER.c.metric_edits, ER.c.marked_at)
         .where(ER.c.program_key == program_key, ER.c.as_of == as_of, ER.c.status == "done",
-               ER.c.program_version == version, ER.c.metric_mark.is_not(None))
+               ER.c.program_version == version, ER.c.metric_mark.is_not(None), ER.c.metric_edits.is_not(None),
+               ER.c.marked_at.is_not(None))
         .order_by(ER.c.id.desc()).limit(1)
     ).first()
-    if previous is None or _rows_up_to(session.connection(), previous.metric_mark) != previous.metric_count:
+    if previous is None or _edits(session.connection()) != previous.metric_edits:
         return None
     return previous
 
 
-def changed_members(program_key: str, as_of: dt.date, previous) -> Select:
+def changed_members(program_key: str, previous) -> Select:
     """Who a same-day re-run must look at again: members with metric rows newer than the earlier
-    run's mark, members whose standing is not at this date yet (new enrolments, an interrupted
-    run), and members a staff action touched since that run began."""
+    run's mark, enrolments stored since that mark (a finished run left every member enrolled
+    before it with a standing at this date, so these are the only ones without), and members a
+    staff action touched since that run began. Each branch is an index range."""
+    # A millisecond earlier: SQLite stores times to the millisecond, and one stored in the
+    # mark's millisecond may have come after it.
+    enrolled_since = previous.marked_at - dt.timedelta(milliseconds=1)
     return union(
         select(MR.c.member_id).where(MR.c.id > previous.metric_mark),
-        select(EN.c.member_id)
-        .outerjoin(ST, and_(ST.c.member_id == EN.c.member_id, ST.c.program_key == EN.c.program_key))
-        .where(EN.c.program_key == program_key, or_(ST.c.as_of.is_(None), ST.c.as_of != as_of)),
+        select(EN.c.member_id).where(EN.c.program_key == program_key, EN.c.added_at >= enrolled_since),
         select(AuditEntry.__table__.c.member_id)
         .where(AuditEntry.__table__.c.at >= previous.started_at - AUDIT_MARGIN,
                AuditEntry.__table__.c.member_id.is_not(None)),
     )
+
+
+# The members of an incremental re-run, computed once on the read connection (every scan of the
+# run joins it; as a subquery each scan would compute it again). Dropped with the rollback.
+_CHANGED = Table("changed_members", MetaData(), Column("member_id", Integer, primary_key=True),
+                 prefixes=["TEMPORARY"])
+
+
+def _collect_changed(conn: Connection, query: Select) -> Select:
+    _CHANGED.create(conn)
+    conn.execute(insert(_CHANGED).from_select(["member_id"], query))
+    return select(_CHANGED.c.member_id)
 
 
 def _rank_tables(conn: Connection, program: Program, plan: aggregates.Plan, calc: Calculator,
@@ -328,22 +362,22 @@ def evaluate(
                 f"on a fresh database."
             )
         previous = None if full or calc.rank_keys else _previous_run(session, program.key, as_of, version)
-        members = changed_members(program.key, as_of, previous) if previous is not None else None
-        mark, count = metric_mark(session) or (None, None)
+        mark = metric_mark(session)
         summary.run_id = session.execute(
             insert(EvaluationRun.__table__)
             .values(program_key=program.key, program_version=version, as_of=as_of, started_at=now, status="running",
-                    metric_mark=mark, metric_count=count)
+                    metric_mark=mark and mark.id, metric_edits=mark and mark.edits, marked_at=mark and mark.at)
             .returning(EvaluationRun.__table__.c.id)
         ).scalar_one()
         existing_changes = _changes_on(session, program.key, as_of)
     else:
-        members = None
+        previous = None
     writer = _Writer(session, program, version, as_of, summary.run_id, now, existing_changes if not dry_run else {}, on_batch)
     writer.batch_size = batch_size
 
     conn = _read_connection(session)
     try:
+        members = _collect_changed(conn, changed_members(program.key, previous)) if previous is not None else None
         ranks: dict[str, RankTable] = {}
         if calc.rank_keys:
             ranks = {

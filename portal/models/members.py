@@ -3,11 +3,32 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import Date, DateTime, ForeignKey, Index, String
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 
 from .base import Base
 
 ROLES = ("member", "staff", "admin")
+
+
+class StoredTime(FunctionElement):
+    """The database's clock when the row is written, to the millisecond or better (engine/run.py
+    compares it with a run's mark). Not PostgreSQL's now(): that is the transaction's start,
+    which a long import would put before a mark taken while it was still writing."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(StoredTime)
+def _stored_time(element, compiler, **kw) -> str:
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+
+
+@compiles(StoredTime, "postgresql")
+def _stored_time_pg(element, compiler, **kw) -> str:
+    return "clock_timestamp()"
 # Segment attributes (seed 002): staff set, filter and export by them; no level logic.
 SEGMENTS = ("business_type", "industry", "scale")
 
@@ -44,5 +65,11 @@ class Enrolment(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), primary_key=True)
     program_key: Mapped[str] = mapped_column(ForeignKey("programs.key"), primary_key=True)
     enrolled_on: Mapped[dt.date] = mapped_column(Date)
+    # When the row was stored, by the database's clock: a same-day re-run looks at enrolments
+    # stored since the earlier run read its data. NULL: stored before migration 0003.
+    added_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), server_default=StoredTime())
 
-    __table_args__ = (Index("ix_enrolments_program_member", "program_key", "member_id"),)
+    __table_args__ = (
+        Index("ix_enrolments_program_member", "program_key", "member_id"),
+        Index("ix_enrolments_program_added", "program_key", "added_at"),
+    )

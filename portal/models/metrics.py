@@ -2,7 +2,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DDL, BigInteger, Date, Double, ForeignKey, Index, Integer, String, UniqueConstraint, event
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Date,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, BigId

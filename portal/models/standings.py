@@ -121,5 +121,7 @@ class EvaluationRun(Base):
     # metric_edits.edits when the run read its data: a later value means rows were changed or
     # deleted since, and a same-day re-run must be full.
     metric_edits: Mapped[int | None] = mapped_column(BigInteger)
+    # The database's clock when the mark was read: enrolments stored after it are new to the run.
+    marked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_evaluation_runs_program_as_of", "program_key", "as_of"),)

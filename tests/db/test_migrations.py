@@ -68,13 +68,17 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
     before = _rows(engine)
     assert len(before["evaluation_runs"]) == 1 and len(before["metric_rows"]) == 3 and len(before["members"]) == 2
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     after = _rows(engine)
     for table, rows in before.items():  # every old row, every old column, unchanged
         columns = rows[0].keys() if rows else ()
         assert [{c: r[c] for c in columns} for r in after[table]] == rows, table
     assert [r["metric_mark"] for r in after["evaluation_runs"]] == ["None"]
-    assert set(after) - set(before) == {"evidence_files", "login_sessions", "security_events"}
+    assert set(after) - set(before) == {"evidence_files", "login_sessions", "security_events", "metric_edits"}
+    assert all(r["added_at"] != "None" for r in after["enrolments"])  # 0003 rebuilt the table on SQLite
+    with engine.begin() as conn:  # 0003's triggers count edits of metric rows
+        conn.execute(text("UPDATE metric_rows SET value = value + 1 WHERE metric = 'video'"))
+        assert conn.scalar(text("SELECT edits FROM metric_edits")) == 1
     with session_factory(engine)() as s:
         program, version = programs_service.definition(s, "creator")
         assert evaluate(s, program, version, today).evaluated == 2  # the upgraded database evaluates
