@@ -10,6 +10,9 @@ from flask import Flask, g, redirect, request, session, url_for
 from flask_babel import format_date, format_decimal, get_locale, get_translations
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 
 from ..engine.definition import text_of
 
@@ -74,6 +77,24 @@ def translations():
     return cached
 
 
+def _newstyle(context: Context, text: str, variables: dict) -> str:
+    """What Jinja's newstyle gettext does with a translation: Markup when autoescaping, and
+    always a %-format (so %% is a percent sign; without a % the text is unchanged)."""
+    rv = Markup(text) if context.eval_ctx.autoescape else text
+    return rv % variables if "%" in rv else rv
+
+
+@pass_context
+def _jinja_gettext(context: Context, string: str, /, **variables) -> str:
+    return _newstyle(context, translations().ugettext(string), variables)
+
+
+@pass_context
+def _jinja_ngettext(context: Context, singular: str, plural: str, n: int, /, **variables) -> str:
+    variables.setdefault("num", n)
+    return _newstyle(context, translations().ungettext(singular, plural, n), variables)
+
+
 def num(value) -> str:
     """10,000 in English; 1万 / 1.5亿 in Chinese where that is how people write it."""
     if value is None:
@@ -129,7 +150,8 @@ def benefit_label(program, key: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    # Jinja's _ / gettext / ngettext as flask_babel installs them, through translations().
+    # Jinja's _ / gettext / ngettext as flask_babel installs them (newstyle), but through
+    # translations() and without a second context.call: a page has dozens of strings.
     app.jinja_env.install_gettext_callables(
         gettext=lambda s: translations().ugettext(s),
         ngettext=lambda s, p, n: translations().ungettext(s, p, n),
@@ -137,6 +159,7 @@ def init_app(app: Flask) -> None:
         pgettext=lambda c, s: translations().upgettext(c, s),
         npgettext=lambda c, s, p, n: translations().unpgettext(c, s, p, n),
     )
+    app.jinja_env.globals.update(gettext=_jinja_gettext, ngettext=_jinja_ngettext)
     app.jinja_env.globals.update(
         num=num, state_label=state_label, window_label=window_label, label=label, level_name=level_name,
         benefit_label=benefit_label, text_of=lambda v: text_of(v, locale()), MODES=MODES, KINDS=KINDS,
