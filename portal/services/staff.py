@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from ..db import is_sqlite
@@ -194,17 +194,40 @@ def _prefix(column, text: str, binary: bool):
     return column.startswith(text, autoescape=True)
 
 
-def search_query(f: SearchFilter, binary: bool = False) -> Select:
-    """Members matching the filter, ordered by id (keyset pagination: ``after`` an id).
-    ``binary``: the database compares text byte by byte (SQLite), so prefixes use indexes."""
+# On SQLite a text search finds its members through the key / e-mail / name indexes when the
+# prefix is selective (at most this many members per index), and otherwise walks the members
+# in id order, which finds a page quickly because matches are then dense. SQLite's planner
+# cannot tell the two apart (no histograms), and its choice flips with how the LIMIT is bound
+# (docs/performance.md, W3), so search() measures and says which.
+SELECTIVE = 2000
+SQLITE_MIN_INTEGER = -(2**63)
+
+
+def _text_columns(text: str) -> list[tuple[Any, str]]:
+    t = text.strip()
+    return [(Member.key, t), (Member.email, t.lower()), (Member.name, t)]
+
+
+def search_query(f: SearchFilter, binary: bool = False, text_ids: Select | None = None) -> tuple[Select, Any]:
+    """Members matching the filter and the column they are ordered (and keyset-paged) by: the
+    member id, taken from the table whose index the filter walks in member order (standings
+    for a level, enrolments for a program) so a page stops after its rows instead of sorting
+    every match. ``binary``: the database compares text byte by byte (SQLite), so prefixes use
+    ranges; ``text_ids``: the ids matching the text, when an index lookup found them."""
     stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, Member.business_type,
                   Member.industry, Member.scale)
+    order = Member.id
     if f.program:
         stmt = stmt.add_columns(Standing.level, Standing.sub_class, Standing.status, Standing.score).join(
             Enrolment, and_(Enrolment.member_id == Member.id, Enrolment.program_key == f.program)
         ).outerjoin(Standing, and_(Standing.member_id == Member.id, Standing.program_key == f.program))
+        order = Enrolment.member_id  # ix_enrolments_program_member
         if f.level:
-            stmt = stmt.where(Standing.level == f.level) if f.level != "-" else stmt.where(Standing.level.is_(None))
+            if f.level != "-":
+                stmt = stmt.where(Standing.level == f.level)
+                order = Standing.member_id  # ix_standings_program_level_member
+            else:
+                stmt = stmt.where(Standing.level.is_(None))
         if f.sub_class:
             stmt = stmt.where(Standing.sub_class == f.sub_class)
         if f.status:
@@ -214,18 +237,41 @@ def search_query(f: SearchFilter, binary: bool = False) -> Select:
         if value:
             stmt = stmt.where(getattr(Member, seg) == value)
     if f.text:
-        t = f.text.strip()
-        stmt = stmt.where(or_(_prefix(Member.key, t, binary), _prefix(Member.email, t.lower(), binary),
-                              _prefix(Member.name, t, binary)))
-    return stmt.order_by(Member.id)
+        if text_ids is not None:
+            stmt = stmt.where(Member.id.in_(text_ids))
+            order = Member.id  # the few ids found drive the query
+        else:
+            # On SQLite (binary) with a broad prefix: compare a copy of each column (|| ''), so
+            # the planner walks members in id order instead of sorting every match it finds
+            # through the indexes.
+            stmt = stmt.where(or_(*(_prefix(column + "" if binary else column, t, binary)
+                                    for column, t in _text_columns(f.text))))
+    return stmt, order
+
+
+def _selective_text_ids(session: Session, text: str) -> Select | None:
+    """On SQLite: the ids matching a text prefix, as a subquery of three index range lookups,
+    when no index range holds more than SELECTIVE members (one capped count per index);
+    None when the prefix is broad."""
+    ranges = [_prefix(column, t, True) for column, t in _text_columns(text)]
+    counts = session.execute(select(*(
+        select(func.count()).select_from(select(Member.id).where(r).limit(SELECTIVE + 1).subquery())
+        .scalar_subquery() for r in ranges))).one()
+    if max(counts) > SELECTIVE:
+        return None
+    return union(*(select(Member.id).where(r) for r in ranges))
 
 
 def search(session: Session, f: SearchFilter, after: int | None = None, limit: int = 50) -> list[Any]:
-    stmt = search_query(f, is_sqlite(session))
+    """A page of members matching the filter, in id order, after member id ``after``."""
+    binary = is_sqlite(session)
+    text_ids = _selective_text_ids(session, f.text) if binary and f.text and f.text.strip() else None
+    stmt, order = search_query(f, binary, text_ids)
     if after is not None:
-        stmt = stmt.where(Member.id > after)
-    return list(session.execute(stmt.limit(limit)).all())
-
+        stmt = stmt.where(order > after)
+    elif binary:  # a range on the order column from the first page on, or SQLite may sort instead
+        stmt = stmt.where(order >= SQLITE_MIN_INTEGER)
+    return list(session.execute(stmt.order_by(order).limit(limit)).all())
 
 
 # -- roles ------------------------------------------------------------------------------------

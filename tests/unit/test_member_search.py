@@ -3,8 +3,15 @@ serves prefixes from indexes as ranges, PostgreSQL with LIKE), wildcards taken l
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from portal.db import is_sqlite
 from portal.models import Member
-from portal.services.staff import SearchFilter, search
+from portal.services.staff import SELECTIVE, SearchFilter, search
 
 from ..helpers import NOW
 
@@ -28,3 +35,90 @@ def test_prefixes_of_key_email_and_name(world):
     first = search(world.s, SearchFilter(text="m"), limit=2)
     assert [r.key for r in first] == ["m100", "m101"]
     assert keys(world, "m", after=first[-1].id) == ["m2", "zed"]
+
+
+def _bulk_members(world, n: int, surname: str = "Wang") -> None:
+    from sqlalchemy import insert
+
+    world.load_programs()
+    world.s.execute(insert(Member.__table__), [
+        {"key": f"k{i:05d}", "name": f"{surname if i % 3 == 0 else 'Zhao'} {i}", "email": f"k{i:05d}@x.io",
+         "role": "member", "created_at": NOW} for i in range(n)])
+    world.s.commit()
+
+
+def _statements(world, run) -> list[tuple[str, Any]]:
+    from sqlalchemy import event
+
+    engine = world.s.get_bind()
+    seen: list[tuple[str, Any]] = []
+
+    def grab(_conn, _cursor, statement, params, _context, _many):
+        if not statement.startswith(("BEGIN", "EXPLAIN")):
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    return seen
+
+
+def _sqlite_plans(world, run) -> list[str]:
+    """EXPLAIN QUERY PLAN of every statement ``run`` issues (SQLite)."""
+    conn = world.s.connection()
+    return [" | ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all())
+            for sql, params in _statements(world, run)]
+
+
+def test_a_key_search_on_sqlite_finds_its_members_through_the_indexes(world):
+    """W3: a selective prefix is looked up in the key / e-mail / name indexes, never a walk over
+    every member (SQLite chose one with a bound LIMIT)."""
+    if not is_sqlite(world.s):
+        pytest.skip("SQLite's planner")
+    _bulk_members(world, 3000)
+    found: list[Any] = []
+    plans = _sqlite_plans(world, lambda: found.extend(search(world.s, SearchFilter(text="k01234"), limit=51)))
+    assert [r.key for r in found] == ["k01234"]
+    assert plans and not any(re.search(r"SCAN members\b", p) for p in plans), plans
+    assert any("sqlite_autoindex_members" in p for p in plans), plans
+
+
+def test_a_broad_prefix_on_sqlite_walks_members_in_id_order_without_sorting_them_all(world):
+    if not is_sqlite(world.s):
+        pytest.skip("SQLite's planner")
+    _bulk_members(world, 3000)  # "Wang": 1000 names, "k0": 3000 keys (more than SELECTIVE)
+    plans = _sqlite_plans(world, lambda: search(world.s, SearchFilter(text="k0"), limit=51))
+    assert not any("TEMP B-TREE" in p for p in plans), plans
+
+
+def test_selective_and_broad_prefixes_page_through_the_same_members_as_a_plain_filter(world):
+    _bulk_members(world, 2 * SELECTIVE + 300, surname="Li")
+    everyone = world.s.execute(select(Member.id, Member.key, Member.name, Member.email).order_by(Member.id)).all()
+    for text in ("k0", "k012", "k00042", "Li", "Li 1", "Zhao 2", "K0", "nobody"):
+        expected = [m.id for m in everyone if m.key.startswith(text) or m.name.startswith(text)
+                    or (m.email or "").startswith(text.lower())]
+        got, after = [], None
+        while True:
+            page = search(world.s, SearchFilter(text=text), after=after, limit=500)
+            got += [r.id for r in page]
+            if len(page) < 500:
+                break
+            after = page[-1].id
+        assert got == expected, text
+
+
+def test_a_level_filter_walks_the_level_index_in_member_order(world):
+    """W4: program + level is served by ix_standings_program_level_member in member order, so
+    a page stops after its rows instead of sorting every member at that level."""
+    if not is_sqlite(world.s):
+        pytest.skip("SQLite's planner")
+    _bulk_members(world, 50)
+    for f in (SearchFilter(program="creator", level="LV1"), SearchFilter(program="creator"),
+              SearchFilter(program="creator", level="-")):
+        for after in (None, 10):
+            plans = _sqlite_plans(world, lambda f=f, after=after: search(world.s, f, after=after, limit=51))
+            assert not any("TEMP B-TREE" in p for p in plans), (f, after, plans)
+            if f.level == "LV1":
+                assert any("ix_standings_program_level_member" in p for p in plans), plans
