@@ -129,3 +129,22 @@ def wait_until_serving(base: str, proc=None, seconds: float = 60) -> None:
         if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
             pytest.fail(f"the server at {base} did not start")
         time.sleep(0.2)
+
+
+def page_statements(app, client, path: str) -> list[str]:
+    """The SQL statements one GET of ``path`` issues (it must answer 200)."""
+    from sqlalchemy import event
+
+    engine = app.extensions["portal.db"].engine
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _executemany):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        response = client.get(path)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert response.status_code == 200, (path, response.status_code)
+    return seen

@@ -172,6 +172,15 @@ def _filter() -> staff_service.SearchFilter:
         "program", "level", "sub_class", "status", "business_type", "industry", "scale", "text")})
 
 
+def _keyset_page(rows: list[Any], size: int, endpoint: str, query: dict[str, str], param: str,
+                 key: Callable[[Any], int]) -> tuple[list[Any], str | None]:
+    """A page of ``size`` rows out of ``size + 1`` fetched, and the URL of the next page (the
+    same query, ``param`` = the last row's key) when there was one more row."""
+    page = rows[:size]
+    next_url = url_for(endpoint, **query, **{param: key(page[-1])}) if len(rows) > size and page else None
+    return page, next_url
+
+
 def _int_arg(name: str) -> int | None:
     value = request.args.get(name, "")
     return int(value) if value.isdigit() else None
@@ -181,11 +190,9 @@ def _int_arg(name: str) -> int | None:
 def members():
     f = _filter()
     after = _int_arg("after")
-    rows = staff_service.search(db.session, f, after=after, limit=PAGE + 1)
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
     query = {k: v for k, v in vars(f).items() if v}
-    next_url = url_for("staff.members", **query, after=rows[-1].id) if more and rows else None
+    rows, next_url = _keyset_page(staff_service.search(db.session, f, after=after, limit=PAGE + 1), PAGE,
+                                  "staff.members", query, "after", lambda r: r.id)
     return render_template("staff/members.html", f=f, rows=rows, next_url=next_url, after=after,
                            programs=programs_service.all_current(db.session), query=query, segments=SEGMENTS)
 
@@ -486,11 +493,9 @@ def _audit_query(f: dashboards.AuditFilter) -> dict[str, str]:
 def audit():
     f = _audit_filter()
     before = _int_arg("before")
-    rows = dashboards.audit_page(db.session, f, before, AUDIT_PAGE + 1)
-    more = len(rows) > AUDIT_PAGE
-    rows = rows[:AUDIT_PAGE]
     query = _audit_query(f)
-    next_url = url_for("staff.audit", **query, before=rows[-1][0].id) if more and rows else None
+    rows, next_url = _keyset_page(dashboards.audit_page(db.session, f, before, AUDIT_PAGE + 1), AUDIT_PAGE,
+                                  "staff.audit", query, "before", lambda r: r[0].id)
     return render_template("staff/audit.html", f=f, rows=rows, next_url=next_url, before=before, query=query,
                            actions=dashboards.audit_actions(db.session))
 
@@ -519,11 +524,9 @@ def security_events():
         kind=args.get("kind", "").strip() or None, account=args.get("account", "").strip() or None,
         address=args.get("address", "").strip() or None)
     before = _int_arg("before")
-    rows = security_log.events(db.session, f, before_id=before, limit=AUDIT_PAGE + 1)
-    more = len(rows) > AUDIT_PAGE
-    rows = rows[:AUDIT_PAGE]
     query = {k: v for k, v in vars(f).items() if v}
-    next_url = url_for("staff.security_events", **query, before=rows[-1].id) if more and rows else None
+    rows, next_url = _keyset_page(security_log.events(db.session, f, before_id=before, limit=AUDIT_PAGE + 1),
+                                  AUDIT_PAGE, "staff.security_events", query, "before", lambda r: r.id)
     return render_template("staff/security.html", f=f, rows=rows, next_url=next_url, before=before, query=query,
                            kinds=security_log.KINDS)
 

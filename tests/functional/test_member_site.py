@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from portal.models import BenefitItem, LevelChange, Member, Notification, Standing
 
+from ..helpers import page_statements
 from .test_web import csrf_token, login
 
 PASSWORD = "demo1234"
@@ -992,22 +993,6 @@ def test_benefits_page_shows_the_benefit_names_in_the_pages_language(site):
 # --- constant number of SQL statements per page ------------------------------------------------
 
 
-def _statements(site: Site, client, path: str) -> list[str]:
-    engine = site.app.extensions["portal.db"].engine
-    seen: list[str] = []
-
-    def count(_conn, _cursor, statement, _params, _context, _executemany):
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        response = client.get(path)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    assert response.status_code == 200, (path, response.status_code)
-    return seen
-
-
 def _add_rows(site: Site, member: str, n: int) -> None:
     """n more benefit items, level changes and notifications of every kind, inserted directly."""
     member_id = site.member_id(member)
@@ -1047,9 +1032,9 @@ def test_each_page_issues_the_same_number_of_statements_with_few_or_many_rows(si
     client = site.client("c003")  # 3 items, 4 notifications, 1 level change
     for path in MEMBER_PAGES:
         page(client, path)  # warm any per-process caches (parsed definitions)
-    few = {path: _statements(site, client, path) for path in MEMBER_PAGES}
+    few = {path: page_statements(site.app, client, path) for path in MEMBER_PAGES}
     _add_rows(site, "c003", 50)
-    many = {path: _statements(site, client, path) for path in MEMBER_PAGES}
+    many = {path: page_statements(site.app, client, path) for path in MEMBER_PAGES}
     assert {p: len(s) for p, s in many.items()} == {p: len(s) for p, s in few.items()}, {
         p: many[p][len(few[p]):] for p in MEMBER_PAGES if len(many[p]) != len(few[p])}
     assert all(len(s) > 0 for s in few.values())

@@ -26,6 +26,7 @@ from portal.models import (
 )
 from portal.services import dashboards, simulation
 
+from ..helpers import page_statements
 from .test_web import csrf_token, login
 
 TODAY = dt.date.today()
@@ -838,24 +839,6 @@ def test_set_role_service_refuses_staff_and_tokens(demo):
             staff_service.revoke_token(s, "staff", "x", "r")
 
 
-def _statement_count(app, client, path: str) -> int:
-    from sqlalchemy import event
-
-    engine = app.extensions["portal.db"].engine
-    seen: list[str] = []
-
-    def count_one(_conn, _cursor, statement, *_args):
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count_one)
-    try:
-        response = client.get(path)
-    finally:
-        event.remove(engine, "before_cursor_execute", count_one)
-    assert response.status_code == 200, (path, response.status_code)
-    return len(seen)
-
-
 def test_staff_pages_issue_the_same_number_of_statements_with_few_or_many_members(demo, staff):
     """Issue 7: the staff pages' SQL does not grow with the population (search pages keyset-paged)."""
     from sqlalchemy import insert
@@ -866,7 +849,7 @@ def test_staff_pages_issue_the_same_number_of_statements_with_few_or_many_member
              "/staff/members?program=creator&level=LV1", "/staff/members/c001", "/staff/security"]
     for path in pages:
         staff.get(path)  # warm per-process caches
-    few = {path: _statement_count(demo, staff, path) for path in pages}
+    few = {path: len(page_statements(demo, staff, path)) for path in pages}
     now = dt.datetime.now(dt.UTC)
     with db(demo) as s:
         s.execute(insert(Member.__table__), [{"key": f"c0x{i:04d}", "name": f"Bulk {i}", "role": "member",
@@ -875,5 +858,5 @@ def test_staff_pages_issue_the_same_number_of_statements_with_few_or_many_member
         s.execute(insert(Enrolment.__table__), [{"member_id": i, "program_key": "creator", "enrolled_on": TODAY}
                                                 for i in ids])
         s.commit()
-    many = {path: _statement_count(demo, staff, path) for path in pages}
+    many = {path: len(page_statements(demo, staff, path)) for path in pages}
     assert many == few
