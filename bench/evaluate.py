@@ -23,7 +23,9 @@ Each run is a child process: wall time and peak RSS (``ru_maxrss`` of exactly th
 from ``os.wait4``). Then ``portal import metrics update.csv`` (new rows dated D for ~1% of the
 members) and, per program, ``portal evaluate --program P --as-of D`` again: a same-day re-run
 (whatever the engine does for it - full or incremental - is what is measured), reported as a
-ratio of the daily run. Results: a markdown table on stdout and ``--json-out``.
+ratio of the daily run: of the processes' wall times, and of the engine's own times
+(``evaluation_runs.duration_ms``, no process start-up - how the scheduler process runs them),
+which the 5% goal is judged on. Results: a markdown table on stdout and ``--json-out``.
 """
 
 from __future__ import annotations
@@ -101,11 +103,22 @@ def metric_rows_of(url: str, metrics: list[str], first: str, last: str) -> int:
                             f"AND date <= {ph}", [*metrics, first, last]).fetchone()[0]
 
 
+def engine_seconds(url: str, program: str) -> float:
+    """The engine's own time for the program's last run (evaluation_runs.duration_ms): the run
+    without the process start-up, as the scheduler process runs it."""
+    ph = "?" if backend(url) == "sqlite" else "%s"
+    with raw_connect(url) as conn:
+        ms = conn.execute(f"SELECT duration_ms FROM evaluation_runs WHERE program_key = {ph} ORDER BY id DESC LIMIT 1",
+                          [program]).fetchone()[0]
+    return ms / 1000
+
+
 def evaluate(url: str, program: str, as_of: str) -> dict:
     m = run_measured([PORTAL, "evaluate", "--program", program, "--as-of", as_of], env=portal_env(url))
     summary = next((line for line in m.stdout.splitlines() if line.startswith(program + " as of")), m.stdout.strip())
     evaluated = re.search(r"evaluated (\d+)", summary)
-    return {"seconds": round(m.seconds, 2), "max_rss_mib": round(m.max_rss_mib, 1), "summary": summary,
+    return {"seconds": round(m.seconds, 2), "engine_seconds": round(engine_seconds(url, program), 2),
+            "max_rss_mib": round(m.max_rss_mib, 1), "summary": summary,
             "evaluated": int(evaluated.group(1)) if evaluated else None}
 
 
@@ -188,11 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{peak:.0f}", verdict(peak, MEMORY_GOAL_MIB)]
         if "rerun" in r:
             rr = r["rerun"]["seconds"] / full["seconds"]
+            re_engine = r["rerun"]["engine_seconds"] / max(full["engine_seconds"], 0.001)
             r["rerun_ratio"] = round(rr, 3)
-            line += [f"{r['rerun']['seconds']:.2f}", f"{rr:.1%}", verdict(rr, RERUN_GOAL)]
+            r["rerun_engine_ratio"] = round(re_engine, 3)
+            line += [f"{r['rerun']['seconds']:.2f}", f"{rr:.1%}",
+                     f"{r['rerun']['engine_seconds']:.2f} / {full['engine_seconds']:.2f}", f"{re_engine:.1%}",
+                     verdict(re_engine, RERUN_GOAL)]
         out_rows.append(line)
     header = ["program", "metric rows", "floor s", "first run s (x floor)", "daily run s", "daily / floor", "goal",
-              "peak RSS MiB", "<= 1 GiB", "re-run s", "re-run / daily", "<= 5%"]
+              "peak RSS MiB", "<= 1 GiB", "re-run s", "re-run / daily", "engine s: re-run / daily",
+              "engine re-run / daily", "<= 5% (engine)"]
     print(f"\n{backend(base)}: {results['members']:,} members x {results['days']} days, as of {as_of}, "
           f"{results['metric_rows']:,} metric rows; {results['database']}\n")
     print(table(out_rows, header[: len(out_rows[0])] if out_rows else header))
