@@ -349,7 +349,10 @@ def parse_program(data: Any, source: str = "") -> Program:
         except _Located as exc:
             base = f"values.{key}.{exc.part}"
             if isinstance(exc.error, ValidationError):
-                errors += [(base + ("." + _loc(e["loc"]) if e["loc"] else ""), e["msg"]) for e in exc.error.errors()]
+                for e in exc.error.errors():
+                    # The value's own label is validated with its table but sits beside it.
+                    where = f"values.{key}" if e["loc"] and e["loc"][0] == "label" else base
+                    errors.append((where + ("." + _loc(e["loc"]) if e["loc"] else ""), e["msg"]))
             else:
                 errors.append((base, exc.error))
         except (ValueError, expr_lang.ExprError) as exc:

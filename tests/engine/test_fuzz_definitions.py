@@ -458,6 +458,18 @@ def test_fixed_bucket_error_paths_leave_out_buckets(value, path):
     assert [p for p, _ in info.value.errors] == [path]
 
 
+@pytest.mark.parametrize("table", ["buckets", "rank_buckets"])
+def test_fixed_a_bad_label_of_a_bucket_value_is_named_at_the_value(table):
+    """Found by the fuzz loop: the value's label is validated together with its table, and its
+    error was reported inside the table (values.odd.rank_buckets.label)."""
+    spec = {"of": "amount_total", "table": [{"score": 1}]} if table == "buckets" else \
+        {"of": "amount_total", "cuts": [{"share": 0.5, "score": 1}]}
+    with pytest.raises(DefinitionError) as info:
+        load_text(scorecard_with(odd={table: spec, "label": 5}), "x.yaml")
+    paths = [parse(p) for p, _ in info.value.errors]
+    assert paths and all(p[:3] == ["values", "odd", "label"] for p in paths), paths
+
+
 def test_known_bug_list_matches_the_reproducers():
     """Each KNOWN_BUGS entry is a crash one of the xfail tests above reproduces (so the fuzz
     loops cannot silently swallow anything else)."""
