@@ -24,7 +24,10 @@ def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     with op.batch_alter_table('enrolments', schema=None, recreate='always' if sqlite else 'auto') as batch_op:
         batch_op.add_column(sa.Column('added_at', sa.DateTime(timezone=True), server_default=StoredTime(), nullable=True))
-        batch_op.create_index('ix_enrolments_program_added', ['program_key', 'added_at'], unique=False)
+        batch_op.create_index('ix_enrolments_added', ['added_at'], unique=False)
+
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.create_index('ix_audit_log_at', ['at'], unique=False)
 
     op.create_table('metric_edits',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -62,7 +65,9 @@ def downgrade() -> None:
         batch_op.drop_column('metric_edits')
 
     op.drop_table('metric_edits')
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_log_at')
     with op.batch_alter_table('enrolments', schema=None) as batch_op:
-        batch_op.drop_index('ix_enrolments_program_added')
+        batch_op.drop_index('ix_enrolments_added')
         batch_op.drop_column('added_at')
     # ### end Alembic commands ###

@@ -27,4 +27,5 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_member_at", "member_id", "at"),
         Index("ix_audit_log_actor_at", "actor", "at"),
+        Index("ix_audit_log_at", "at"),  # a same-day re-run: members staff touched since a time
     )

@@ -71,5 +71,7 @@ class Enrolment(Base):
 
     __table_args__ = (
         Index("ix_enrolments_program_member", "program_key", "member_id"),
-        Index("ix_enrolments_program_added", "program_key", "added_at"),
+        # Not (program_key, added_at): the planner would take it for program scans too and lose
+        # ix_enrolments_program_member's member order (a sort of every row of the scan).
+        Index("ix_enrolments_added", "added_at"),
     )

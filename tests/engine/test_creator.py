@@ -141,6 +141,19 @@ def test_lv1_gauge_uses_latest_reading(world, first, then, expected):
     assert level_on(world, "c") == expected
 
 
+@pytest.mark.parametrize(("readings", "expected"), [
+    ([(-3, 1), (-3, 0)], None),  # two readings on one date: the one stored last counts
+    ([(-3, 0), (-3, 1)], "LV1"),
+    ([(-2, 1), (-5, 0)], "LV1"),  # stored last but dated earlier: the later date counts
+    ([(-2, 1), (+1, 0)], "LV1"),  # a reading after the as-of date is not known yet
+])
+def test_latest_reading_is_the_newest_date_then_the_row_stored_last(world, readings, expected):
+    creator(world, "c", "LV1", missing=("tasks_enabled",))
+    for offset, value in readings:
+        world.add("c", "tasks_enabled", day(offset), value)
+    assert level_on(world, "c") == expected
+
+
 def test_courses_completed_is_the_latest_reading_not_the_highest(world):
     creator(world, "c", "LV2")
     world.add("c", "courses_completed", day(-1), 4)
