@@ -28,6 +28,7 @@ from ..models import (
     ProgramVersion,
     Standing,
 )
+from ..models import Program as ProgramRow
 from . import ServiceError
 from . import programs as programs_service
 from .staff import SearchFilter, search
@@ -256,6 +257,16 @@ def member_file(session: Session, member_key: str, limit: int = 200) -> MemberFi
     audit = session.scalars(select(AuditEntry).where(AuditEntry.member_id == member.id)
                             .order_by(AuditEntry.id.desc()).limit(limit)).all()
     return MemberFile(member, keys, views, list(changes), list(items), list(notes), list(audit))
+
+
+_CURRENT_VERSIONS = select(ProgramRow.key, ProgramRow.current_version).order_by(ProgramRow.key)
+
+
+def current_programs(session: Session) -> dict[str, tuple[Program, int]]:
+    """Every program's current definition, by key (what programs.all_current gives) in one
+    query: the parsed definitions come from the cache."""
+    return {key: programs_service.definition(session, key, version)
+            for key, version in session.execute(_CURRENT_VERSIONS).all()}
 
 
 def search_rows(session: Session, f: SearchFilter, batch: int = 1000) -> Iterator[Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, union
+from sqlalchemy import Select, and_, bindparam, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from ..db import is_sqlite
@@ -249,29 +249,42 @@ def search_query(f: SearchFilter, binary: bool = False, text_ids: Select | None 
     return stmt, order
 
 
-def _selective_text_ids(session: Session, text: str) -> Select | None:
-    """On SQLite: the ids matching a text prefix, as a subquery of three index range lookups,
-    when no index range holds more than SELECTIVE members (one capped count per index);
-    None when the prefix is broad."""
-    ranges = [_prefix(column, t, True) for column, t in _text_columns(text)]
-    counts = session.execute(select(*(
-        select(func.count()).select_from(select(Member.id).where(r).limit(SELECTIVE + 1).subquery())
-        .scalar_subquery() for r in ranges))).one()
-    if max(counts) > SELECTIVE:
+def _text_ranges() -> list[Any]:
+    return [and_(column >= bindparam(f"{name}_lo"), column < bindparam(f"{name}_hi"))
+            for name, column in (("key", Member.key), ("email", Member.email), ("name", Member.name))]
+
+
+# Built once (a search runs them on every page): the capped count of each index range, and
+# the ids in the three ranges.
+_RANGE_COUNTS = select(*(select(func.count()).select_from(select(Member.id).where(r).limit(SELECTIVE + 1).subquery())
+                         .scalar_subquery() for r in _text_ranges()))
+_RANGE_IDS = union(*(select(Member.id).where(r) for r in _text_ranges()))
+
+
+def _selective_text_ids(session: Session, text: str) -> tuple[Select, dict[str, str]] | None:
+    """On SQLite: the ids matching a text prefix, as a subquery of three index range lookups
+    and its parameters, when no index range holds more than SELECTIVE members (one capped
+    count per index); None when the prefix is broad."""
+    params = {}
+    for (_column, t), name in zip(_text_columns(text), ("key", "email", "name"), strict=True):
+        params[f"{name}_lo"], params[f"{name}_hi"] = t, t + "\U0010ffff"
+    if max(session.connection().execute(_RANGE_COUNTS, params).one()) > SELECTIVE:
         return None
-    return union(*(select(Member.id).where(r) for r in ranges))
+    return _RANGE_IDS, params
 
 
 def search(session: Session, f: SearchFilter, after: int | None = None, limit: int = 50) -> list[Any]:
     """A page of members matching the filter, in id order, after member id ``after``."""
     binary = is_sqlite(session)
-    text_ids = _selective_text_ids(session, f.text) if binary and f.text and f.text.strip() else None
+    found = _selective_text_ids(session, f.text) if binary and f.text and f.text.strip() else None
+    text_ids, params = found if found is not None else (None, {})
     stmt, order = search_query(f, binary, text_ids)
     if after is not None:
         stmt = stmt.where(order > after)
     elif binary:  # a range on the order column from the first page on, or SQLite may sort instead
         stmt = stmt.where(order >= SQLITE_MIN_INTEGER)
-    return list(session.execute(stmt.order_by(order).limit(limit)).all())
+    # Plain rows of columns: through the session's connection, without the ORM's execution layer.
+    return list(session.connection().execute(stmt.order_by(order).limit(limit), params).all())
 
 
 # -- roles ------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def members():
     rows, next_url = _keyset_page(staff_service.search(db.session, f, after=after, limit=PAGE + 1), PAGE,
                                   "staff.members", query, "after", lambda r: r.id)
     return render_template("staff/members.html", f=f, rows=rows, next_url=next_url, after=after,
-                           programs=programs_service.all_current(db.session), query=query, segments=SEGMENTS)
+                           programs=dashboards.current_programs(db.session), query=query, segments=SEGMENTS)
 
 
 def _csv_safe(value: Any) -> Any:
@@ -248,7 +248,7 @@ def member(key: str):
     except NotFound:
         abort(404)
     return render_template(
-        "staff/member.html", m=file, programs=programs_service.all_current(db.session),
+        "staff/member.html", m=file, programs=dashboards.current_programs(db.session),
         grant_form=GrantForm(), override_form=OverrideForm(), program_form=ProgramForm(),
         dispatch_form=DispatchForm(day=_today()), segments_form=SegmentsForm(obj=file.member),
         grant_limit=_grant_limit(), today=_today(), segments=SEGMENTS,
