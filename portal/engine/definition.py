@@ -8,9 +8,11 @@ Every error names the path of the bad field, e.g. ``levels[2].requires[0].op``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -276,6 +278,14 @@ class Program(Strict):
     def value_spec(self, key: str) -> AggregateSpec | ExprSpec | BucketSpec | RankBucketSpec:
         return _VALUE_CACHE[id(self)][key]
 
+    def derived(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
+        """A fact derived from this (immutable) definition, computed once: pages explain the
+        same requirements on every request."""
+        cache = _DERIVED[id(self)]
+        if (kind, key) not in cache:
+            cache[(kind, key)] = compute()
+        return cache[(kind, key)]
+
     def benefits_of(self, level_key: str) -> list[BenefitSpec]:
         level = self.level(level_key)
         if level is None:
@@ -287,8 +297,10 @@ class Program(Strict):
         return merged + list(own.values())
 
 
-# Parsed value specs per Program instance (pydantic models are frozen, so keep them aside).
+# Parsed value specs per Program instance (pydantic models are frozen, so keep them aside),
+# and facts derived from them (Program.derived). Both are set anew for each parsed instance.
 _VALUE_CACHE: dict[int, dict[str, Any]] = {}
+_DERIVED: dict[int, dict[tuple[str, str], Any]] = {}
 
 
 def _parse_value(key: str, raw: Any) -> AggregateSpec | ExprSpec | BucketSpec | RankBucketSpec:
@@ -360,6 +372,7 @@ def parse_program(data: Any, source: str = "") -> Program:
     if errors:
         raise DefinitionError(errors, source)
     _VALUE_CACHE[id(program)] = values
+    _DERIVED[id(program)] = {}
     errors = check_references(program)
     if errors:
         raise DefinitionError(errors, source)
@@ -422,9 +435,14 @@ def check_references(program: Program) -> list[tuple[str, str]]:
     return errors
 
 
+@functools.lru_cache(maxsize=4096)
+def _expr_names(text: str) -> frozenset[str]:
+    return frozenset(expr_lang.names(expr_lang.parse(text)))
+
+
 def dependencies(spec: Any) -> set[str]:
     if isinstance(spec, ExprSpec):
-        return expr_lang.names(expr_lang.parse(spec.expr))
+        return set(_expr_names(spec.expr))
     if isinstance(spec, BucketSpec | RankBucketSpec):
         return {spec.of}
     return set()

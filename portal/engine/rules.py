@@ -59,6 +59,10 @@ def band_contains(band: Band, value: float) -> bool:
 
 def metric_of(program: Program, value_key: str) -> str:
     """The metric names behind a value, e.g. ``video+live``."""
+    return program.derived("metric_of", value_key, lambda: _metric_of(program, value_key))
+
+
+def _metric_of(program: Program, value_key: str) -> str:
     seen: list[str] = []
 
     def walk(key: str) -> None:
@@ -74,6 +78,10 @@ def metric_of(program: Program, value_key: str) -> str:
 
 
 def window_of(program: Program, value_key: str) -> str | None:
+    return program.derived("window_of", value_key, lambda: _window_of(program, value_key))
+
+
+def _window_of(program: Program, value_key: str) -> str | None:
     spec = program.value_spec(value_key)
     if isinstance(spec, AggregateSpec):
         return "latest" if spec.agg == "latest" else spec.window

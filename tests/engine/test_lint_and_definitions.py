@@ -438,3 +438,22 @@ def test_every_error_is_reported_with_its_source():
     assert {p for p, _ in info.value.errors} == {"values.pts.metric", "band_of"}
     assert str(info.value).startswith("custom.yaml: ")
     assert "values.pts.metric" in str(info.value)
+
+
+def test_derived_facts_belong_to_their_own_definition():
+    """metric_of / window_of are computed once per parsed definition; a definition parsed
+    later (even into the memory of a discarded one) explains with its own metrics."""
+    import gc
+
+    from portal.engine.rules import metric_of, window_of
+
+    for i in range(20):
+        metric = f"m{i}"
+        text = BASE.replace("points", metric).replace("pts: {metric: " + metric + ", agg: latest}",
+                                                     "raw: {metric: " + metric + ", agg: sum, window: " + f"{i + 1}d" + "}\n"
+                                                     "  pts: 'raw * 2'")
+        program = load_text(text, "x.yaml")
+        assert (metric_of(program, "pts"), window_of(program, "pts")) == (metric, f"{i + 1}d")
+        assert metric_of(program, "pts") == metric  # from the cache
+        del program
+        gc.collect()
