@@ -69,6 +69,12 @@ BATCH = 50_000  # members per write batch: bounded memory, few statements (issue
 # Staff actions are audited; those from shortly before the previous run started are taken in
 # too, in case their transaction committed after that run's snapshot.
 AUDIT_MARGIN = dt.timedelta(minutes=5)
+# A run that inserts this many standings or ledger items (a program's first ratings, a large
+# enrolment) refreshes the planner's statistics of the tables it wrote: until autovacuum comes
+# by, PostgreSQL plans with the old row counts (an empty table's) and picked a scan of every
+# issued perk for each member's ledger update (docs/performance.md, E9).
+ANALYZE_AFTER = 10_000
+WRITTEN_TABLES = ("standings", "benefit_items", "level_changes", "notifications")
 # Copied to prev_* when a standing moves to a later as-of date.
 PREV_COLUMNS = ("level", "sub_class", "status", "level_since", "promoted_on", "as_of", "score", "values")
 
@@ -416,6 +422,8 @@ def evaluate(
             writer.flush()
             summary.benefits_issued = writer.issued
             expire_items(session, program.key, as_of, now)
+            if max(writer.inserted, writer.issued) >= ANALYZE_AFTER:
+                refresh_statistics(session)
     finally:
         conn.rollback()
         conn.close()
@@ -496,6 +504,7 @@ class _Writer:
         self.revoke_alls: list[dict] = []
         self.pending = 0
         self.issued = 0
+        self.inserted = 0  # new standings
         self.batch_size = BATCH
 
     def add(self, member_id: int, exists: bool, held: Held, o: Outcome, due: ledger.LedgerPlan,
@@ -571,6 +580,7 @@ class _Writer:
     def flush(self) -> None:
         s = self.session
         if self.new_standings:
+            self.inserted += len(self.new_standings)
             s.execute(
                 insert(ST),
                 [{**{k: v for k, v in r.items() if k != "m_id"}, "member_id": r["m_id"], "program_key": self.program.key} for r in self.new_standings],
@@ -637,6 +647,16 @@ class _Writer:
             self.issued += len(s.execute(stmt, self.items).all())
         if self.notes:
             s.execute(dialect_insert(s, NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]), self.notes)
+
+
+def refresh_statistics(session: Session) -> None:
+    """ANALYZE the tables an evaluation writes, inside the caller's transaction. SQLite samples
+    (analysis_limit) so a large table costs milliseconds, as PostgreSQL's ANALYZE does."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA analysis_limit = 1000"))
+    for table in WRITTEN_TABLES:
+        # The names are the constants above, never input.
+        session.execute(text(f"ANALYZE {table}"))  # nosec B608
 
 
 def expire_items(session: Session, program_key: str, as_of: dt.date, now: dt.datetime) -> int:

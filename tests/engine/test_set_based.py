@@ -191,3 +191,31 @@ def test_statements_at_100k_members_are_at_most_1_1x_those_at_10k(world, program
     world.evaluate(program, "2026-11-01")
     large = statements_for(world, program, "2026-11-02")
     assert large <= 1.1 * small, (small, large)
+
+
+def _analysed_rows(world, table: str) -> float | None:
+    """What the planner's statistics say of a table's rows; None: never analysed."""
+    from sqlalchemy import text
+
+    s = world.s
+    if s.get_bind().dialect.name == "sqlite":
+        if not s.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")):
+            return None
+        stat = s.scalar(text("SELECT stat FROM sqlite_stat1 WHERE tbl = :t AND idx IS NOT NULL LIMIT 1"), {"t": table})
+        return float(stat.split()[0]) if stat else None
+    rows = s.scalar(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table})
+    return None if rows < 0 else rows
+
+
+def test_a_run_that_inserts_many_rows_refreshes_the_planner_statistics(world, monkeypatch):
+    """Until autovacuum comes by, PostgreSQL would plan the next runs with an empty table's row
+    counts; a run that inserts at least ANALYZE_AFTER standings or items analyses them itself."""
+    from portal.engine import run
+
+    populate(world, "a", 6, "creator")
+    world.evaluate("creator", "2026-10-30")  # 6 new standings: below the default threshold
+    assert _analysed_rows(world, "standings") is None
+    populate(world, "b", 6, "creator")
+    monkeypatch.setattr(run, "ANALYZE_AFTER", 6)
+    world.evaluate("creator", "2026-10-31")  # 6 more new standings
+    assert _analysed_rows(world, "standings") == 12
