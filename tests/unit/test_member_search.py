@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from portal.db import is_sqlite
 from portal.models import Member
 from portal.services.staff import SELECTIVE, SearchFilter, search
 
@@ -72,11 +71,10 @@ def _sqlite_plans(world, run) -> list[str]:
             for sql, params in _statements(world, run)]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the SQLite planner
 def test_a_key_search_on_sqlite_finds_its_members_through_the_indexes(world):
     """W3: a selective prefix is looked up in the key / e-mail / name indexes, never a walk over
     every member (SQLite chose one with a bound LIMIT)."""
-    if not is_sqlite(world.s):
-        pytest.skip("SQLite's planner")
     _bulk_members(world, 3000)
     found: list[Any] = []
     plans = _sqlite_plans(world, lambda: found.extend(search(world.s, SearchFilter(text="k01234"), limit=51)))
@@ -85,9 +83,8 @@ def test_a_key_search_on_sqlite_finds_its_members_through_the_indexes(world):
     assert any("sqlite_autoindex_members" in p for p in plans), plans
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the SQLite planner
 def test_a_broad_prefix_on_sqlite_walks_members_in_id_order_without_sorting_them_all(world):
-    if not is_sqlite(world.s):
-        pytest.skip("SQLite's planner")
     _bulk_members(world, 3000)  # "Wang": 1000 names, "k0": 3000 keys (more than SELECTIVE)
     plans = _sqlite_plans(world, lambda: search(world.s, SearchFilter(text="k0"), limit=51))
     assert not any("TEMP B-TREE" in p for p in plans), plans
@@ -109,11 +106,10 @@ def test_selective_and_broad_prefixes_page_through_the_same_members_as_a_plain_f
         assert got == expected, text
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the SQLite planner
 def test_a_level_filter_walks_the_level_index_in_member_order(world):
     """W4: program + level is served by ix_standings_program_level_member in member order, so
     a page stops after its rows instead of sorting every member at that level."""
-    if not is_sqlite(world.s):
-        pytest.skip("SQLite's planner")
     _bulk_members(world, 50)
     for f in (SearchFilter(program="creator", level="LV1"), SearchFilter(program="creator"),
               SearchFilter(program="creator", level="-")):
