@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -218,6 +219,13 @@ def loadavg() -> float:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def write_json(path: str | None, results: dict) -> None:
+    """Write a script's results where --json-out says (nothing when it is not given)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def table(rows: list[list[object]], header: list[str]) -> str:

@@ -52,6 +52,7 @@ from common import (
     run_measured,
     server_version,
     table,
+    write_json,
 )
 
 PROGRAMS = ("creator", "member", "scorecard", "music")
@@ -217,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n`portal` start-up (process, app, first query; included in every run above): {startup:.2f}s")
     if "update" in results:
         print(f"update: {results['update']['output']} in {results['update']['seconds']}s")
-    if a.json_out:
-        Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json_out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(a.json_out, results)
     return 0
 
 

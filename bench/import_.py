@@ -52,6 +52,7 @@ from common import (
     server_version,
     sqlite_path,
     table,
+    write_json,
 )
 
 GOAL = 3.0
@@ -211,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{results['reference_seconds']:.2f} ({results['reference_seconds'] / best_floor:.1f}x)" if refs and best_floor > 0 else "-"]],
                 ["database", "rows", "floor s", "floor tool", "portal import s", "ratio", "<= 3x",
                  "portal peak RSS MiB", "reference: SQL insert into metric_rows s (x floor)"]))
-    if a.json_out:
-        Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json_out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(a.json_out, results)
     return 0
 
 

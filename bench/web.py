@@ -44,7 +44,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import VENV_BIN, backend, log, machine, redact, server_version, table
+from common import VENV_BIN, backend, log, machine, redact, server_version, table, write_json
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
 OVERVIEW_GOAL = 0.33
@@ -331,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.connections} connections, {a.duration:g} s per scenario after {a.warmup:g} s warm-up\n")
     print(table(rows, ["scenario", "responses", "req/s", "of healthz", "throughput goal", "p50 ms", "p90 ms", "p99 ms",
                        "p99 <= 100 ms", "max ms", "non-200", "avg bytes"]))
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(a.json_out, summary)
     return 0
 
 
