@@ -249,6 +249,10 @@ class Mark:
     at: dt.datetime
 
 
+def _read_mark(conn: Connection, at: dt.datetime) -> Mark:
+    return Mark(conn.scalar(select(func.coalesce(func.max(MR.c.id), 0))), _edits(conn), at)
+
+
 def metric_mark(session: Session) -> Mark | None:
     """The mark for a run starting now; None when it cannot be known (on PostgreSQL, another
     transaction is writing metric rows or enrolments right now: ids and times are taken before
@@ -262,11 +266,9 @@ def metric_mark(session: Session) -> Mark | None:
         # written now: every later row gets a larger id and a later time.
         with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
             at = conn.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
-            return Mark(conn.scalar(select(func.coalesce(func.max(MR.c.id), 0))), _edits(conn),
-                        dt.datetime.fromisoformat(at))
+            return _read_mark(conn, dt.datetime.fromisoformat(at))
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        mark = Mark(conn.scalar(select(func.coalesce(func.max(MR.c.id), 0))), _edits(conn),
-                    conn.scalar(select(func.clock_timestamp())))
+        mark = _read_mark(conn, conn.scalar(select(func.clock_timestamp())))
         # Checked after reading the mark: a writer holds this lock from before it takes an id or
         # a time until it commits, so none running now means none is still to come below it.
         busy = conn.scalar(text(
