@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -115,12 +114,18 @@ def engine_seconds(url: str, program: str) -> float:
 
 
 def evaluate(url: str, program: str, as_of: str) -> dict:
-    m = run_measured([PORTAL, "evaluate", "--program", program, "--as-of", as_of], env=portal_env(url))
-    summary = next((line for line in m.stdout.splitlines() if line.startswith(program + " as of")), m.stdout.strip())
-    evaluated = re.search(r"evaluated (\d+)", summary)
+    m = run_measured([PORTAL, "evaluate", "--program", program, "--as-of", as_of, "--json"], env=portal_env(url))
+    try:
+        x = json.loads(m.stdout)[0]
+    except (ValueError, IndexError):
+        return {"seconds": round(m.seconds, 2), "summary": m.stdout.strip()[-500:], "evaluated": None, "decided": None,
+                "engine_seconds": 0.0, "max_rss_mib": round(m.max_rss_mib, 1)}
+    again = f" (re-run: {x['reexamined']} re-examined)" if x.get("reexamined") is not None else ""
+    summary = (f"evaluated {x['evaluated']}, decided in Python {x.get('decided')}, upgraded {x['upgraded']}, "
+               f"downgraded {x['downgraded']}, blacklisted {x['blacklisted']}, benefits issued {x['benefits_issued']}{again}")
     return {"seconds": round(m.seconds, 2), "engine_seconds": round(engine_seconds(url, program), 2),
             "max_rss_mib": round(m.max_rss_mib, 1), "summary": summary,
-            "evaluated": int(evaluated.group(1)) if evaluated else None}
+            "evaluated": x["evaluated"], "decided": x.get("decided")}
 
 
 def verdict(ratio: float, goal: float | None, lower_is_better: bool = True) -> str:
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         r["first_ratio_vs_floor"] = round(first_ratio, 2)
         peak = max(full["max_rss_mib"], r["first"]["max_rss_mib"], r.get("rerun", {}).get("max_rss_mib", 0))
         line = [p, f"{r['metric_rows']:,}", f"{floor:.2f}", f"{r['first']['seconds']:.2f} ({first_ratio:.1f}x)",
-                f"{full['seconds']:.2f}", f"{ratio:.2f}x", f"<= {goal}x: {verdict(ratio, goal)}" if goal else "-",
+                f"{full['seconds']:.2f}", f"{full['engine_seconds']:.2f}", f"{full.get('decided')} / {full['evaluated']}",
+                f"{ratio:.2f}x", f"<= {goal}x: {verdict(ratio, goal)}" if goal else "-",
                 f"{peak:.0f}", verdict(peak, MEMORY_GOAL_MIB)]
         if "rerun" in r:
             rr = r["rerun"]["seconds"] / full["seconds"]
@@ -209,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['rerun']['engine_seconds']:.2f} / {full['engine_seconds']:.2f}", f"{re_engine:.1%}",
                      verdict(re_engine, RERUN_GOAL)]
         out_rows.append(line)
-    header = ["program", "metric rows", "floor s", "first run s (x floor)", "daily run s", "daily / floor", "goal",
+    header = ["program", "metric rows", "floor s", "first run s (x floor)", "daily run s", "engine s",
+              "decided in Python", "daily / floor", "goal",
               "peak RSS MiB", "<= 1 GiB", "re-run s", "re-run / daily", "engine s: re-run / daily",
               "engine re-run / daily", "<= 5% (engine)"]
     print(f"\n{backend(base)}: {results['members']:,} members x {results['days']} days, as of {as_of}, "

@@ -363,6 +363,7 @@ def _summary_json(x) -> dict:
         "program": x.program, "as_of": x.as_of.isoformat(), "version": x.version, "dry_run": x.dry_run,
         "evaluated": x.evaluated, "upgraded": x.upgraded, "downgraded": x.downgraded, "unchanged": x.unchanged,
         "blacklisted": x.blacklisted, "benefits_issued": x.benefits_issued, "reexamined": x.reexamined,
+        "decided": x.decided,
         "changes": x.changes,
     }
 

@@ -77,6 +77,14 @@ class World:
         self.s.expire_all()
         return member_standings(self.s, member, program)[0]
 
+    def values(self, member: str, program: str) -> dict[str, Any]:
+        """The values the member's standing is explained with (as the latest run saw them)."""
+        from portal.services import explain
+
+        definition, _ = programs_service.definition(self.s, program)
+        return explain.values_of(self.s, definition, self._ids[member], self.stored(member, program),
+                                 explain.evaluated(self.s, program))
+
     def level(self, member: str, program: str) -> str | None:
         return self.standing(member, program)["level"]
 

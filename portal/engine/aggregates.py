@@ -13,8 +13,30 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Select, case, distinct, extract, func, or_, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Double,
+    Integer,
+    MetaData,
+    Numeric,
+    Select,
+    Table,
+    case,
+    cast,
+    distinct,
+    extract,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
+from sqlalchemy.schema import CreateTableAs
 
 from ..models import Enrolment, MetricRow
 from .definition import AggregateSpec, Program
@@ -22,7 +44,19 @@ from .windows import bounds
 
 MR = MetricRow.__table__
 EN = Enrolment.__table__
+# Per statement: Connection.execution_options() would change the connection for good (later
+# statements, a CREATE TABLE AS among them, would run through a server-side cursor too).
+STREAM = {"yield_per": 5000}
 NDIGITS = 6  # aggregates are rounded so both databases' float sums compare the same
+
+
+def rounded(expr, dialect: str):
+    """``expr`` rounded to NDIGITS decimals by the database. Rounding happens in SQL, once, so
+    the run's decisions in SQL (engine/quiet.py), its decisions in Python and the values a
+    page shows all start from the same numbers."""
+    if dialect == "postgresql":  # round(double precision, int) does not exist there
+        return cast(func.round(cast(expr, Numeric), NDIGITS), Double)
+    return func.round(expr, NDIGITS)
 
 
 @dataclass(frozen=True)
@@ -62,8 +96,13 @@ def _condition(spec: AggregateSpec):
     return cond
 
 
-def _column(spec: AggregateSpec, start: dt.date | None = None, end: dt.date | None = None):
-    """The aggregate of ``spec`` over rows dated start..end (both inclusive, None: open)."""
+def _column(spec: AggregateSpec, dialect: str, start: dt.date | None = None, end: dt.date | None = None):
+    """The aggregate of ``spec`` over rows dated start..end (both inclusive, None: open); 0
+    when no row counts."""
+    return func.coalesce(_aggregate(spec, dialect, start, end), 0)
+
+
+def _aggregate(spec: AggregateSpec, dialect: str, start: dt.date | None, end: dt.date | None):
     cond = _condition(spec)
     if start is not None:
         cond = cond & (MR.c.date >= start)
@@ -72,11 +111,11 @@ def _column(spec: AggregateSpec, start: dt.date | None = None, end: dt.date | No
     if spec.agg == "count":
         return func.sum(case((cond, 1), else_=0))
     if spec.agg == "sum":
-        return func.sum(case((cond, MR.c.value)))
+        return rounded(func.sum(case((cond, MR.c.value))), dialect)
     if spec.agg == "avg":
-        return func.avg(case((cond, MR.c.value)))
+        return rounded(func.avg(case((cond, MR.c.value))), dialect)
     if spec.agg == "max":
-        return func.max(case((cond, MR.c.value)))
+        return rounded(func.max(case((cond, MR.c.value))), dialect)
     # months_active: distinct calendar months with a row
     month = extract("year", MR.c.date) * 12 + extract("month", MR.c.date)
     return func.count(distinct(case((cond, month))))
@@ -86,31 +125,71 @@ def _column(spec: AggregateSpec, start: dt.date | None = None, end: dt.date | No
 # per period (consecutive-period rules look at earlier period ends) plus, for downgrade
 # warnings, a forecast (a later as-of with only the data known today).
 Target = tuple[dt.date, dt.date | None]
-Column = tuple[int, str]  # (target index, value key)
+Slot = tuple[int, str]  # (target index, value key)
 
 
 def _end(as_of: dt.date, data_until: dt.date | None) -> dt.date:
     return min(as_of, data_until) if data_until else as_of
 
 
-def _scan(program_key: str, columns: list, metrics: set[str], lo: dt.date | None, hi: dt.date,
-          members: Select | None) -> Select:
-    stmt = (
-        select(MR.c.member_id, *columns)
-        .join(EN, (EN.c.member_id == MR.c.member_id) & (EN.c.program_key == program_key))
-        .where(MR.c.metric.in_(sorted(metrics)), MR.c.date <= hi)
-        .group_by(MR.c.member_id)
-        .order_by(MR.c.member_id)
-    )
+# Whose rows a scan reads: every enrolled member (None), the ids a select yields (a re-run),
+# or one member (explaining a standing on a page).
+Members = Select | int | None
+
+
+def _only(members: Members, upto: int | None) -> list:
+    """Conditions restricting metric rows to ``members`` and to ids up to ``upto`` (the rows a
+    run had read: its metric mark)."""
+    where = []
+    if isinstance(members, int):
+        where.append(MR.c.member_id == members)
+    elif members is not None:
+        where.append(MR.c.member_id.in_(members))
+    if upto is not None:
+        where.append(MR.c.id <= upto)
+    return where
+
+
+# SQLite reads a program's rows member by member: the enrolments in member order, each
+# member's rows from this index (member, metric, date) - every group ends where the next member
+# begins, so nothing is sorted. Left to itself the planner takes (metric, date, member) and
+# sorts every row for the GROUP BY: 2x the time at 100k members (docs/performance.md, E11).
+MEMBER_ORDER = "INDEXED BY ix_metric_rows_member_metric_date"
+
+
+def _sqlite_from_hint(_compiler, _table, text: str | None) -> str | None:
+    return text
+
+
+# SQLAlchemy's SQLite compiler drops table hints (Select.with_hint); SQLite's one hint,
+# INDEXED BY, goes right after the table name - where the generic hook puts it.
+SQLiteCompiler.get_from_hint_text = _sqlite_from_hint  # type: ignore[method-assign]
+
+
+def _program_rows(program_key: str, dialect: str, *columns) -> tuple[Select, ColumnElement]:
+    """SELECT member id, ``columns`` FROM the program's members' metric rows; and the member id
+    column to group by."""
+    on = (EN.c.member_id == MR.c.member_id) & (EN.c.program_key == program_key)
+    if dialect == "sqlite":
+        member = EN.c.member_id
+        stmt = select(member, *columns).select_from(EN.join(MR, on)).with_hint(MR, MEMBER_ORDER, "sqlite")
+    else:  # PostgreSQL: a parallel scan and hash join
+        member = MR.c.member_id
+        stmt = select(member, *columns).select_from(MR.join(EN, on))
+    return stmt, member
+
+
+def _scan(program_key: str, dialect: str, columns: list, metrics: set[str], lo: dt.date | None, hi: dt.date,
+          members: Members, upto: int | None = None) -> Select:
+    stmt, member = _program_rows(program_key, dialect, *columns)
+    stmt = stmt.where(MR.c.metric.in_(sorted(metrics)), MR.c.date <= hi).group_by(member).order_by(member)
     if lo is not None:
         stmt = stmt.where(MR.c.date >= lo)
-    if members is not None:
-        stmt = stmt.where(MR.c.member_id.in_(members))
-    return stmt
+    return stmt.where(*_only(members, upto))
 
 
-def window_queries(program_key: str, p: Plan, targets: list[Target],
-                   members: Select | None = None) -> list[tuple[Select, list[Column]]]:
+def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: str, members: Members = None,
+                   upto: int | None = None) -> list[tuple[Select, list[Slot]]]:
     """At most two scans for every windowed value of every target: one over the union of the
     bounded windows (each value a conditional aggregate over its own dates) and one over all
     history for ``all`` windows. ``members``: restrict to these member ids (a re-run)."""
@@ -126,75 +205,72 @@ def window_queries(program_key: str, p: Plan, targets: list[Target],
                 start, end = bounds(window, as_of)
                 end = _end(end, until)
                 for key, spec in specs:
-                    columns.append(_column(spec, start, end).label(f"v{len(columns)}"))
+                    columns.append(_column(spec, dialect, start, end).label(f"v{len(columns)}"))
                     names.append((t, key))
                     metrics.update(spec.metric)
                 lo = start if lo is None or (start is not None and start < lo) else lo
                 hi = end if hi is None or end > hi else hi
         if columns:
-            out.append((_scan(program_key, columns, metrics, lo if bounded else None, hi, members), names))
+            out.append((_scan(program_key, dialect, columns, metrics, lo if bounded else None, hi, members, upto), names))
     return out
 
 
-def latest_query(program_key: str, metrics: list[str], as_of: dt.date, members: Select | None = None,
-                 dialect: str = "postgresql") -> Select:
+def latest_query(program_key: str, metrics: list[str], as_of: dt.date, dialect: str, members: Members = None,
+                 upto: int | None = None) -> Select:
     """Each member's latest reading of each metric (ties on a date: the row stored last), one
     row per member with a column per metric, in ``metrics`` order."""
-    joined = (MR.join(EN, (EN.c.member_id == MR.c.member_id) & (EN.c.program_key == program_key)))
-    where = [MR.c.metric.in_(sorted(metrics)), MR.c.date <= as_of]
-    if members is not None:
-        where.append(MR.c.member_id.in_(members))
+    where = [MR.c.metric.in_(sorted(metrics)), MR.c.date <= as_of, *_only(members, upto)]
     if dialect == "sqlite":
-        # SQLite's documented bare-column rule: with a single max() the other columns come from
-        # the row holding the maximum - here the greatest (date, id) - one pass in index order,
-        # no window sort (4-5x faster on the creator's gauges).
-        newest = func.max(func.printf("%s%015d", MR.c.date, MR.c.id))
-        inner = (select(MR.c.member_id, MR.c.metric, MR.c.value, newest.label("k")).select_from(joined)
-                 .where(*where).group_by(MR.c.member_id, MR.c.metric).subquery())
-    else:
-        # PostgreSQL: DISTINCT ON keeps the first row of each (member, metric) in this order,
-        # a third faster than numbering every row with a window function.
-        inner = (select(MR.c.member_id, MR.c.metric, MR.c.value).select_from(joined).where(*where)
-                 .ext(distinct_on(MR.c.member_id, MR.c.metric))
-                 .order_by(MR.c.member_id, MR.c.metric, MR.c.date.desc(), MR.c.id.desc()).subquery())
-    columns = [func.max(case((inner.c.metric == m, inner.c.value))).label(f"l{i}") for i, m in enumerate(metrics)]
+        # One pass in member order: per metric, the greatest "date, id, value" string is the
+        # newest reading (ids zero-padded; %!.17g prints the value exactly), its value the tail.
+        def newest(metric: str):
+            key = func.printf("%s%015d%!.17g", MR.c.date, MR.c.id, MR.c.value)
+            return cast(func.substr(func.max(case((MR.c.metric == metric, key))), 26), Double)
+
+        stmt, member = _program_rows(program_key, dialect, *(
+            rounded(newest(m), dialect).label(f"l{i}") for i, m in enumerate(metrics)))
+        return stmt.where(*where).group_by(member).order_by(member)
+    # PostgreSQL: DISTINCT ON keeps the first row of each (member, metric) in this order,
+    # a third faster than numbering every row with a window function.
+    joined = MR.join(EN, (EN.c.member_id == MR.c.member_id) & (EN.c.program_key == program_key))
+    inner = (select(MR.c.member_id, MR.c.metric, MR.c.value).select_from(joined).where(*where)
+             .ext(distinct_on(MR.c.member_id, MR.c.metric))
+             .order_by(MR.c.member_id, MR.c.metric, MR.c.date.desc(), MR.c.id.desc()).subquery())
+    columns = [rounded(func.max(case((inner.c.metric == m, inner.c.value))), dialect).label(f"l{i}")
+               for i, m in enumerate(metrics)]
     return select(inner.c.member_id, *columns).group_by(inner.c.member_id).order_by(inner.c.member_id)
 
 
 def _clean(v) -> float:
-    if v is None:
-        return 0.0
-    return round(float(v), NDIGITS)
+    """A value as the engine uses it (the database rounded it: ``rounded``)."""
+    return 0.0 if v is None else float(v)
 
 
 Stream = Iterator[tuple[int, list[dict[str, float]]]]  # member id, one dict per target
 
 
 def target_streams(conn: Connection, program_key: str, p: Plan, targets: list[Target],
-                   members: Select | None = None) -> list[Stream]:
+                   members: Members = None, upto: int | None = None) -> list[Stream]:
     """Iterators yielding (member_id, [values of target 0, target 1, ...]) in member order."""
     out: list[Stream] = []
-    for query, names in window_queries(program_key, p, targets, members):
-        out.append(_rows(conn.execution_options(yield_per=5000).execute(query), names, len(targets)))
+    for query, names in window_queries(program_key, p, targets, conn.dialect.name, members, upto):
+        out.append(_rows(conn.execute(query, execution_options=STREAM), names, len(targets)))
     if p.latest:
-        by_day: dict[dt.date, list[int]] = defaultdict(list)  # a forecast shares today's readings
-        for t, (as_of, until) in enumerate(targets):
-            by_day[_end(as_of, until)].append(t)
         metrics = sorted(p.latest)
-        for day, indexes in by_day.items():
-            query = latest_query(program_key, metrics, day, members, conn.dialect.name)
-            result = conn.execution_options(yield_per=5000).execute(query)
+        for day, indexes in _latest_days(targets).items():
+            query = latest_query(program_key, metrics, day, conn.dialect.name, members, upto)
+            result = conn.execute(query, execution_options=STREAM)
             out.append(_latest_rows(result, [p.latest[m] for m in metrics], indexes, len(targets)))
     return out
 
 
 def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_until: dt.date | None = None,
-            members: Select | None = None) -> list[Stream]:
+            members: Members = None, upto: int | None = None) -> list[Stream]:
     """One target's streams."""
-    return target_streams(conn, program_key, p, [(as_of, data_until)], members)
+    return target_streams(conn, program_key, p, [(as_of, data_until)], members, upto)
 
 
-def _rows(result, names: list[Column], n: int) -> Stream:
+def _rows(result, names: list[Slot], n: int) -> Stream:
     for row in result:
         envs: list[dict[str, float]] = [{} for _ in range(n)]
         for (t, key), v in zip(names, row[1:], strict=True):
@@ -240,3 +316,76 @@ class Merger:
 
     def take(self, member_id: int) -> dict[str, float]:
         return self.take_all(member_id)[0]
+
+
+class Scratch:
+    """A run's aggregates, computed once into temporary tables on the run's read connection
+    (one row per member each) and joined by the run's driver query: SQL decides from them who
+    needs a decision in Python (engine/quiet.py), and Python reads the same numbers. The
+    tables go with the read transaction's rollback."""
+
+    def __init__(self, conn: Connection, program_key: str, p: Plan, targets: list[Target],
+                 members: Members = None, upto: int | None = None):
+        self.n = len(targets)
+        self.tables: list[Table] = []
+        self.labels: list[tuple[Column, list[Slot]]] = []  # a table column -> the values it feeds
+        dialect = conn.dialect.name
+        for i, (query, names) in enumerate(window_queries(program_key, p, targets, dialect, members, upto)):
+            table = self._store(conn, f"run_window{i}", query)
+            self.labels += [(table.c[f"v{j}"], [name]) for j, name in enumerate(names)]
+        if p.latest:
+            metrics = sorted(p.latest)
+            for i, (day, indexes) in enumerate(_latest_days(targets).items()):
+                table = self._store(conn, f"run_latest{i}", latest_query(program_key, metrics, day, dialect, members, upto))
+                self.labels += [(table.c[f"l{j}"], [(t, k) for t in indexes for k in p.latest[m]])
+                                for j, m in enumerate(metrics)]
+        self._raw = {name: column for column, names in self.labels for name in names}
+
+    def _store(self, conn: Connection, name: str, query: Select) -> Table:
+        if conn.dialect.name == "postgresql":
+            # CREATE TABLE AS may scan in parallel (an INSERT ... SELECT may not).
+            cas = CreateTableAs(query.order_by(None), name, temporary=True)
+            conn.execute(cas)
+            conn.execute(text(f"ANALYZE {name}"))  # nosec B608 - a constant name
+            table = cas.table
+        else:
+            # A rowid table keyed by member: the driver joins it with one lookup per member.
+            names = [c.name for c in query.selected_columns]
+            table = Table(name, MetaData(), Column(names[0], Integer, primary_key=True),
+                          *(Column(n, Double) for n in names[1:]), prefixes=["TEMPORARY"])
+            table.create(conn)
+            conn.execute(insert(table).from_select(names, query))
+        self.tables.append(table)
+        return table
+
+    def raw(self, target: int, key: str) -> ColumnElement:
+        """An aggregate value of one target (0 for a member without rows in its scan)."""
+        return func.coalesce(self._raw[(target, key)], literal(0.0, Double))
+
+    @property
+    def columns(self) -> list[Column]:
+        return [column for column, _ in self.labels]
+
+    def join(self, stmt: Select, member_id) -> Select:
+        for table in self.tables:
+            stmt = stmt.outerjoin(table, table.c.member_id == member_id)
+        return stmt
+
+    def envs(self, values) -> list[dict[str, float]]:
+        """One member's values per target from its row's scratch columns (in ``columns``
+        order); keys of a scan without the member are left out (Calculator: 0)."""
+        out: list[dict[str, float]] = [{} for _ in range(self.n)]
+        for (_, names), v in zip(self.labels, values, strict=True):
+            if v is not None:
+                number = float(v)
+                for t, key in names:
+                    out[t][key] = number
+        return out
+
+
+def _latest_days(targets: list[Target]) -> dict[dt.date, list[int]]:
+    """The days whose latest readings the targets need (a forecast shares today's)."""
+    by_day: dict[dt.date, list[int]] = defaultdict(list)
+    for t, (as_of, until) in enumerate(targets):
+        by_day[_end(as_of, until)].append(t)
+    return by_day

@@ -50,10 +50,11 @@ from ..models import (
     Notification,
     Standing,
 )
-from . import aggregates, ledger, notices
+from ..models import Program as ProgramRow
+from . import aggregates, ledger, notices, quiet
 from .definition import Program
 from .rules import all_met, downgrade_reasons, number, rows
-from .scores import Calculator, RankTable
+from .scores import Calculator, RankTable, population_ranked
 from .transitions import Held, blacklist_hits, decide, eligible, sub_class
 from .windows import previous_period_end
 
@@ -65,6 +66,7 @@ EN = Enrolment.__table__
 MR = MetricRow.__table__
 ME = MetricEdits.__table__
 ER = EvaluationRun.__table__
+PR = ProgramRow.__table__
 BATCH = 50_000  # members per write batch: bounded memory, few statements (issue 7: 100k <= 1.1x 10k)
 # Staff actions are audited; those from shortly before the previous run started are taken in
 # too, in case their transaction committed after that run's snapshot.
@@ -74,6 +76,7 @@ AUDIT_MARGIN = dt.timedelta(minutes=5)
 # by, PostgreSQL plans with the old row counts (an empty table's) and picked a scan of every
 # issued perk for each member's ledger update (docs/performance.md, E9).
 ANALYZE_AFTER = 10_000
+RUN_WORK_MEM = "64MB"  # PostgreSQL's work_mem for a run's read transaction
 WRITTEN_TABLES = ("standings", "benefit_items", "level_changes", "notifications")
 # Copied to prev_* when a standing moves to a later as-of date.
 PREV_COLUMNS = ("level", "sub_class", "status", "level_since", "promoted_on", "as_of", "score", "values")
@@ -102,6 +105,8 @@ class Summary:
     # An incremental re-run: how many members were looked at again (the others' standings are
     # those of the earlier run that day and count as evaluated and unchanged). None: a full run.
     reexamined: int | None = None
+    # Members decided in Python; the others SQL showed would be left as they are (engine/quiet.py).
+    decided: int = 0
 
     CHANGE_LIST = 1000
 
@@ -179,7 +184,11 @@ def _periods(program: Program, as_of: dt.date) -> list[dt.date]:
     return [previous_period_end(as_of, program.transitions.period, k) for k in range(n)]
 
 
-def _driver(conn: Connection, program_key: str, members: Select | None = None):
+def _driver(conn: Connection, program_key: str, members: Select | None = None,
+            scratch: aggregates.Scratch | None = None, look=None):
+    """Every enrolled member (or ``members``) in member order with its stored standing; with
+    ``scratch``, its aggregates too (the row's last columns, in ``scratch.columns`` order);
+    with ``look``, only the members that condition selects."""
     stmt = (
         select(
             EN.c.member_id,
@@ -197,6 +206,10 @@ def _driver(conn: Connection, program_key: str, members: Select | None = None):
             ST.c.prev_promoted_on,
             ST.c.prev_as_of,
             ST.c.reward_met,
+            ST.c.category,
+            ST.c.score,
+            ST.c["values"],
+            ST.c.program_version,
             ST.c.locked_level,
             ST.c.lock_until,
             ST.c.blacklist_exempt_until,
@@ -207,7 +220,44 @@ def _driver(conn: Connection, program_key: str, members: Select | None = None):
         .where(EN.c.member_id.in_(members) if members is not None else True)
         .order_by(EN.c.member_id)
     )
-    return conn.execution_options(yield_per=5000).execute(stmt)
+    if scratch is not None:
+        stmt = scratch.join(stmt.add_columns(*scratch.columns), EN.c.member_id)
+    if look is not None:
+        stmt = stmt.where(look)
+    return conn.execute(stmt, execution_options=aggregates.STREAM)
+
+
+DRIVER_COLUMNS = 22  # the standing's columns in _driver's rows, before the scratch columns
+
+STORED_COLUMNS = quiet.Stored(
+    member_id=ST.c.member_id, level=ST.c.level, sub_class=ST.c.sub_class, status=ST.c.status, score=ST.c.score,
+    reward_met=ST.c.reward_met, as_of=ST.c.as_of, level_since=ST.c.level_since, promoted_on=ST.c.promoted_on,
+    program_version=ST.c.program_version, locked_level=ST.c.locked_level,
+    blacklist_exempt_until=ST.c.blacklist_exempt_until)
+
+
+def _latest_date(session: Session, program_key: str) -> dt.date | None:
+    """The latest date this program was evaluated as of (a standing written by a staff action
+    carries the date of the run it came from)."""
+    run = session.scalar(select(func.max(ER.c.as_of)).where(ER.c.program_key == program_key, ER.c.status == "done"))
+    stored = session.scalar(select(func.max(ST.c.as_of)).where(ST.c.program_key == program_key))
+    return max((d for d in (run, stored) if d is not None), default=None)
+
+
+def _prior_run_date(session: Session, program_key: str, as_of: dt.date) -> dt.date | None:
+    """The as-of date of the program's last finished run before ``as_of``."""
+    return session.scalar(select(func.max(ER.c.as_of)).where(
+        ER.c.program_key == program_key, ER.c.status == "done", ER.c.as_of < as_of))
+
+
+def _last_evaluated(row, rerun: bool, prior: dt.date | None) -> dt.date | None:
+    """When the member was last evaluated before this as-of date (None: never). A standing is
+    written only when it changes, so its date may be older than the program's previous run,
+    which looked at the member too."""
+    before = row.prev_as_of if rerun else row.as_of
+    if before is None:
+        return None
+    return max(before, prior) if prior is not None else before
 
 
 def _read_connection(session: Session) -> Connection:
@@ -217,6 +267,10 @@ def _read_connection(session: Session) -> Connection:
     else:
         conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     conn.begin()
+    if engine.dialect.name == "postgresql":
+        # The run's aggregates group a few hundred thousand members: with the stock 4MB they
+        # sort on disk (docs/performance.md, E4). For this transaction only.
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{RUN_WORK_MEM}'")
     return conn
 
 
@@ -347,13 +401,18 @@ def evaluate(
     now: dt.datetime | None = None,
     batch_size: int = BATCH,
     full: bool = False,
+    skip_quiet: bool = True,
 ) -> Summary:
     """Evaluate every enrolled member of ``program`` as of ``as_of``.
 
     A re-run of a date already evaluated (same program version) is incremental unless ``full``:
     only ``changed_members`` are read and decided again; everyone else keeps the earlier run's
     result. Programs with population ranks always run in full (one member's data moves every
-    rank)."""
+    rank).
+
+    ``skip_quiet``: decide in Python only the members whose outcome SQL shows may change
+    (engine/quiet.py); the others are left exactly as stored. False: decide everyone in
+    Python (the reference the tests compare with)."""
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
     summary = Summary(program.key, as_of, version, dry_run, started_at=now)
@@ -361,8 +420,9 @@ def evaluate(
     plan = aggregates.plan(program)
     periods = _periods(program, as_of)
 
+    prior = _prior_run_date(session, program.key, as_of)
     if not dry_run:
-        latest = session.scalar(select(func.max(ST.c.as_of)).where(ST.c.program_key == program.key))
+        latest = _latest_date(session, program.key)
         if latest is not None and latest > as_of:
             raise HistoryError(
                 f"'{program.key}' is already evaluated as of {latest}; evaluating {as_of} now would rewrite the "
@@ -397,35 +457,45 @@ def evaluate(
         forecast = bool(program.transitions.warn_days and program.selection != "bands")
         if forecast:
             targets.append((forecast_on, as_of))
-        merger = aggregates.Merger(aggregates.target_streams(conn, program.key, plan, targets, members), len(targets))
-        for row in _driver(conn, program.key, members):
+        scratch = aggregates.Scratch(conn, program.key, plan, targets, members)
+        look = None
+        if skip_quiet:
+            context = quiet.Context(program, version, as_of, prior, conn.dialect.name, len(targets) - 1 if forecast else None)
+            look = quiet.compile_look(context, STORED_COLUMNS, scratch.raw, len(targets))
+        for row in _driver(conn, program.key, members, scratch, look):
             held = _held(row, as_of)
             rerun = row.as_of is not None and row.as_of == as_of
             stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
-            values = merger.take_all(row.member_id)
+            values = scratch.envs(row[DRIVER_COLUMNS:])
             envs = [calc.compute(v, ranks.get(p)) for v, p in zip(values, periods, strict=False)]
             outcome = decide_member(program, held, envs, as_of)
             _count(summary, program, stored, outcome, row.key)
             forecast_env = calc.compute(values[-1]) if forecast else None
-            due = ledger.plan(program, held, outcome, as_of, row.prev_as_of if rerun else row.as_of, outcome.values,
+            due = ledger.plan(program, held, outcome, as_of, _last_evaluated(row, rerun, prior), outcome.values,
                               None if rerun else row.reward_met, stored if rerun else None)
             notes = notices.level_notes(program, held, outcome, as_of)
             notes += notices.warnings(program, outcome, outcome.candidate, as_of, forecast_env)
             if dry_run:
                 summary.benefits_issued += len(due.items)
             else:
-                writer.add(row.member_id, row.as_of is not None, held, outcome, due, notes)
+                writer.add(row, held, outcome, due, notes)
+        # The members left as they are (SQL showed nothing can change, or not changed since the
+        # day's earlier run) count as evaluated and unchanged.
+        enrolled = select(func.count()).select_from(EN).where(EN.c.program_key == program.key)
         if members is not None:
-            enrolled = conn.scalar(select(func.count()).select_from(EN).where(EN.c.program_key == program.key))
-            summary.reexamined = summary.evaluated
-            summary.unchanged += enrolled - summary.evaluated
-            summary.evaluated = enrolled
+            summary.reexamined = conn.scalar(enrolled.where(EN.c.member_id.in_(members)))
+        total = conn.scalar(enrolled)
+        summary.decided = summary.evaluated
+        summary.unchanged += total - summary.evaluated
+        summary.evaluated = total
         if not dry_run:
             writer.flush()
             summary.benefits_issued = writer.issued
             expire_items(session, program.key, as_of, now)
             if max(writer.inserted, writer.issued) >= ANALYZE_AFTER:
                 refresh_statistics(session)
+            session.execute(update(PR).where(PR.c.key == program.key).values(
+                evaluated_as_of=as_of, evaluated_mark=mark and mark.id, evaluated_run_id=summary.run_id))
     finally:
         conn.rollback()
         conn.close()
@@ -447,6 +517,15 @@ def evaluate(
             )
         )
     return summary
+
+
+# What a run stores of a standing; one that would store the same is left as it is.
+STORED = ("level", "sub_class", "category", "score", "status", "level_since", "promoted_on", "reward_met", "values")
+
+
+def _same_standing(stored, row: dict[str, Any]) -> bool:
+    return stored.program_version == row["program_version"] and all(
+        getattr(stored, k) == row[k] for k in STORED)
 
 
 def _count(summary: Summary, program: Program, stored: Held, outcome: Outcome, member_key: str) -> None:
@@ -508,9 +587,11 @@ class _Writer:
         self.issued = 0
         self.inserted = 0  # new standings
         self.batch_size = BATCH
+        self.keep_values = population_ranked(program)
 
-    def add(self, member_id: int, exists: bool, held: Held, o: Outcome, due: ledger.LedgerPlan,
-            notes: list[dict]) -> None:
+    def add(self, stored, held: Held, o: Outcome, due: ledger.LedgerPlan, notes: list[dict]) -> None:
+        """``stored``: the driver's row (the standing as stored, or no standing yet)."""
+        member_id = stored.member_id
         row = {
             "m_id": member_id,
             "level": o.level,
@@ -522,10 +603,13 @@ class _Writer:
             "level_since": o.level_since,
             "promoted_on": o.promoted_on,
             "reward_met": o.reward_met,
-            "values": o.values,
+            "values": o.values if self.keep_values else None,
             "program_version": self.version,
         }
-        (self.standing_updates if exists else self.new_standings).append(row)
+        if stored.as_of is None:
+            self.new_standings.append(row)
+        elif not _same_standing(stored, row):
+            self.standing_updates.append(row)
         level_changed = (o.level, o.sub_class) != (held.level, held.sub_class)
         self._change(member_id, "evaluation", level_changed, held, o, o.reasons)
         self._change(member_id, "blacklist", o.status != held.status, held, o, o.blacklist_reasons)

@@ -42,6 +42,12 @@ class RankTable:
         return float(spec.otherwise)
 
 
+def population_ranked(program: Program) -> bool:
+    """Whether some value ranks the enrolled population (one member's values then depend on
+    everyone's, and cannot be recomputed for that member alone)."""
+    return any(isinstance(program.value_spec(k), RankBucketSpec) for k in program.values)
+
+
 class Calculator:
     """Computes every value of a program for one member from its aggregates."""
 

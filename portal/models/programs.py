@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -14,6 +23,12 @@ class Program(Base):
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     current_version: Mapped[int] = mapped_column(Integer)
+    # The latest finished evaluation: its as-of date, and the metric mark it read up to (every
+    # row with a larger id came later). Pages explain standings with the values as of these.
+    # Deferred: read where needed (explicitly selected), not with every loaded program.
+    evaluated_as_of: Mapped[dt.date | None] = mapped_column(Date, deferred=True)
+    evaluated_mark: Mapped[int | None] = mapped_column(BigInteger, deferred=True)
+    evaluated_run_id: Mapped[int | None] = mapped_column(Integer, deferred=True)
 
 
 class ProgramVersion(Base):

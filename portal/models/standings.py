@@ -23,7 +23,10 @@ from .base import Base, BigId
 
 
 class Standing(Base):
-    """The current result of a member in a program; pages read this, never evaluate."""
+    """The current state of a member in a program; pages read this, never evaluate.
+
+    A run writes a standing only when it changes (``as_of``: the date of that run), so a daily
+    run of a million members writes the few thousand that moved, not every row."""
 
     __tablename__ = "standings"
 
@@ -38,10 +41,12 @@ class Standing(Base):
     level_since: Mapped[dt.date | None] = mapped_column(Date)
     promoted_on: Mapped[dt.date | None] = mapped_column(Date)  # start of the protection period
     reward_met: Mapped[bool | None] = mapped_column(Boolean)
-    # Every value of the program as of ``as_of``: requirements are explained from these.
-    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # The standing before ``as_of``: the previous period for churn warnings, and the state a
-    # re-run of the same as-of date decides from (so it repeats the first run exactly).
+    # Every value of the program as of ``as_of`` - kept only for programs with population ranks
+    # (a rank cannot be recomputed for one member); NULL elsewhere: the values of those are
+    # recomputed for one member from its metric rows when shown (services/explain.py).
+    values: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The standing before its last change (the run of ``as_of``): what churn warnings compare
+    # with, and the state a re-run of that as-of date decides from (so it repeats the first run).
     prev_level: Mapped[str | None] = mapped_column(String(32))
     prev_sub_class: Mapped[str | None] = mapped_column(String(32))
     prev_status: Mapped[str | None] = mapped_column(String(16))
@@ -117,7 +122,6 @@ class EvaluationRun(Base):
     # Every metric row up to this id was committed when the run read its data (None: unknown);
     # a same-day re-run re-examines only members with newer rows (engine/run.py).
     metric_mark: Mapped[int | None] = mapped_column(BigInteger)
-    metric_count: Mapped[int | None] = mapped_column(BigInteger)  # unused since 0003 (was: rows up to the mark)
     # metric_edits.edits when the run read its data: a later value means rows were changed or
     # deleted since, and a same-day re-run must be full.
     metric_edits: Mapped[int | None] = mapped_column(BigInteger)

@@ -29,7 +29,7 @@ from ..models import (
     Standing,
 )
 from ..models import Program as ProgramRow
-from . import ServiceError
+from . import ServiceError, explain
 from . import programs as programs_service
 from .staff import SearchFilter, search
 from .standings import enrolled_programs, member_by_key
@@ -179,12 +179,15 @@ class ChurnRow:
 
 
 def churn_warnings(session: Session, program_key: str = "scorecard", min_drop: float = 10) -> list[ChurnRow]:
-    """Members whose score fell by ``min_drop`` or more since the previous evaluation, or whose
-    tier fell, with the values that dropped; the biggest drop first."""
+    """Members whose score fell by ``min_drop`` or more at the latest evaluation, or whose tier
+    fell, with the values that dropped; the biggest drop first. (A standing is written when it
+    changes: one the latest evaluation did not write has not fallen since.)"""
     program, _ = programs_service.definition(session, program_key)
+    latest = explain.evaluated(session, program_key).as_of
     rows = session.execute(
         select(Standing, Member.key, Member.name).join(Member, Member.id == Standing.member_id)
         .where(Standing.program_key == program_key, Standing.prev_as_of.is_not(None))
+        .where(Standing.as_of == latest if latest is not None else True)
         .where(((Standing.prev_score - Standing.score) >= min_drop)
                | (Standing.prev_level.is_not(None) & ((Standing.level.is_(None)) | (Standing.level != Standing.prev_level))))
     ).all()
@@ -220,6 +223,7 @@ class StandingView:
     standing: Standing | None
     levels: list[tuple[str, list[dict[str, Any]]]]  # every level's requirement rows, lowest first
     reward_rows: list[dict[str, Any]]
+    as_of: dt.date | None = None  # the program's latest evaluation
 
 
 @dataclass
@@ -241,13 +245,13 @@ def member_file(session: Session, member_key: str, limit: int = 200) -> MemberFi
     views = []
     for key in keys:
         program, _ = programs_service.definition(session, key)
-        st = stored.get(key)
-        env = st.values if st is not None else {}
+        st, latest = stored.get(key), explain.evaluated(session, key)
+        env = explain.values_of(session, program, member.id, st, latest)
         # Not evaluated yet: no values to measure the levels against.
         levels = [(lv.key, rules.level_rows(program, lv.key, env)) for lv in program.levels] if st is not None else []
         level = program.level(st.level) if st is not None else None
         reward = rules.rows(program, level.key, level.reward_tasks, env) if level is not None else []
-        views.append(StandingView(program, st, levels, reward))
+        views.append(StandingView(program, st, levels, reward, explain.as_of(st, latest)))
     changes = session.scalars(select(LevelChange).where(LevelChange.member_id == member.id)
                               .order_by(LevelChange.on.desc(), LevelChange.id.desc()).limit(limit)).all()
     items = session.scalars(select(BenefitItem).where(BenefitItem.member_id == member.id)

@@ -17,7 +17,7 @@ from ..engine.definition import AggregateSpec, Program
 from ..engine.windows import bounds
 from ..models import BenefitItem, Enrolment, LevelChange, Member, MetricRow, Notification, Standing
 from ..models import Program as ProgramRow
-from . import NotFound
+from . import NotFound, explain
 from . import programs as programs_service
 
 
@@ -29,6 +29,8 @@ class ProgramCard:
     next_level: str | None
     tasks_left: int
     warnings: list[Notification] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)  # what the requirements are explained with
+    as_of: dt.date | None = None  # the program's latest evaluation (None: not evaluated yet)
 
     @property
     def key(self) -> str:
@@ -37,7 +39,8 @@ class ProgramCard:
 
 # The statements every member page runs, built once: building a statement costs about as
 # much Python as running it, and these run on every request.
-_CARD_ROWS = (select(Enrolment.program_key, ProgramRow.current_version, Standing)
+_CARD_ROWS = (select(Enrolment.program_key, ProgramRow.current_version, ProgramRow.evaluated_as_of,
+                     ProgramRow.evaluated_mark, Standing)
               .join(ProgramRow, ProgramRow.key == Enrolment.program_key)
               .outerjoin(Standing, and_(Standing.member_id == Enrolment.member_id,
                                         Standing.program_key == Enrolment.program_key))
@@ -53,20 +56,24 @@ _UNREAD = select(func.count()).select_from(Notification).where(Notification.memb
 
 def cards(session: Session, member: Member, today: dt.date, key: str | None = None) -> list[ProgramCard]:
     """One card per enrolled program (or only program ``key``): 2 queries - each enrolment
-    with its program's current version and standing, and the open warnings; the definitions
-    come from the parsed cache."""
+    with its program's current version, latest evaluation and standing, and the open warnings
+    - plus the values of each evaluated program (explain.values_of: 1-3 index-range
+    statements); the definitions come from the parsed cache."""
     if key is None:
         rows = session.execute(_CARD_ROWS, {"member_id": member.id}).all()
     else:
         rows = session.execute(_CARD_ROW, {"member_id": member.id, "program_key": key}).all()
     warnings = open_warnings(session, member, today)
     out = []
-    for program_key, version, st in rows:
+    for program_key, version, evaluated_as_of, mark, st in rows:
         program, _ = programs_service.definition(session, program_key, version)
-        reqs = rules.requirements(program, st.level, st.values) if st else []
+        latest = explain.Evaluated(evaluated_as_of, mark)
+        values = explain.values_of(session, program, member.id, st, latest)
+        reqs = rules.requirements(program, st.level, values) if st else []
         nxt = rules.next_level(program, st.level if st else None)
         left = sum(1 for r in reqs if r["level"] == nxt and not r["met"])
-        out.append(ProgramCard(program, st, reqs, nxt, left, [w for w in warnings if w.program_key == program_key]))
+        out.append(ProgramCard(program, st, reqs, nxt, left, [w for w in warnings if w.program_key == program_key],
+                               values, explain.as_of(st, latest)))
     return out
 
 

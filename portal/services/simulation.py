@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..engine.definition import DefinitionError, Program, parse_program
 from ..engine.run import Summary, evaluate
 from ..models import Standing
-from . import ServiceError
+from . import ServiceError, explain
 from . import programs as programs_service
 from .audit import record
 from .staff import require_staff
@@ -181,7 +181,8 @@ class Simulation:
 
 def default_as_of(session: Session, program_key: str) -> dt.date:
     """The date of the program's latest evaluation (so only the change makes a difference)."""
-    return session.scalar(select(func.max(Standing.as_of)).where(Standing.program_key == program_key)) \
+    return explain.evaluated(session, program_key).as_of \
+        or session.scalar(select(func.max(Standing.as_of)).where(Standing.program_key == program_key)) \
         or dt.date.today()
 
 

@@ -1,11 +1,12 @@
 """A member's standing as shown to members, staff and the API (CONTRACT.md's JSON shape).
 
-Reads stored standings only: requirements are explained from the values the last
-evaluation stored, never recomputed from metric rows on a request.
+Reads stored standings, never evaluates: requirements are explained with the values the
+latest evaluation decided on (services/explain.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from ..engine import rules
 from ..engine.definition import Program
 from ..models import Enrolment, LevelChange, Member, Standing
-from . import NotFound
+from . import NotFound, explain
 from . import programs as programs_service
 
 
@@ -26,22 +27,24 @@ def member_by_key(session: Session, key: str) -> Member:
 
 
 def standing_json(program: Program, member: Member, standing: Standing | None, last_change: LevelChange | None,
-                  items: list | None = None) -> dict[str, Any]:
+                  items: list | None = None, values: dict[str, Any] | None = None,
+                  as_of: dt.date | None = None) -> dict[str, Any]:
+    """``values``/``as_of``: what the standing is explained with (explain.values_of / as_of)."""
     from .benefits import item_json
 
     level = standing.level if standing else None
-    values = standing.values if standing else None
+    as_of = as_of or (standing.as_of if standing else None)
     return {
         "member": member.key,
         "program": program.key,
-        "as_of": standing.as_of.isoformat() if standing else None,
+        "as_of": as_of.isoformat() if as_of else None,
         "level": level,
         "rank": program.rank(level) + 1 if level is not None else None,
         "sub_class": standing.sub_class if standing else None,
         "category": standing.category if standing else None,
         "score": standing.score if standing else None,
         "status": standing.status if standing else "active",
-        "requirements": rules.requirements(program, level, values) if values is not None else [],
+        "requirements": rules.requirements(program, level, values) if standing is not None and values is not None else [],
         "next_level": rules.next_level(program, level),
         "reward_tasks_met": standing.reward_met if standing else None,
         "last_change": change_json(last_change) if last_change else None,
@@ -97,5 +100,7 @@ def member_standings(session: Session, member_key: str, program_key: str | None 
     out = []
     for key in enrolled:
         program, _ = programs_service.definition(session, key)
-        out.append(standing_json(program, member, stored.get(key), latest.get(key), items[key]))
+        st, evaluated = stored.get(key), explain.evaluated(session, key)
+        out.append(standing_json(program, member, st, latest.get(key), items[key],
+                                 explain.values_of(session, program, member.id, st, evaluated), explain.as_of(st, evaluated)))
     return out

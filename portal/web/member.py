@@ -72,7 +72,7 @@ def program(key: str):
         abort(404)
     charts = {}
     if card.standing is not None:  # a few charts: the unmet tasks that matter most
-        for k, t in pages.trends(db.session, me, card.program, card.requirements, card.standing.as_of).items():
+        for k, t in pages.trends(db.session, me, card.program, card.requirements, card.as_of).items():
             # bandit B704: SVG of numbers we format
             charts[k] = (t, Markup(pages.svg_chart(t["points"], t["threshold"])))  # nosec B704
     reward_rows = []
@@ -80,7 +80,7 @@ def program(key: str):
         from ..engine.rules import rows
 
         level = card.program.level(card.standing.level)
-        reward_rows = rows(card.program, level.key, level.reward_tasks, card.standing.values) if level else []
+        reward_rows = rows(card.program, level.key, level.reward_tasks, card.values) if level else []
     files, forms = None, {}
     if evidence.accepts(card.program):  # the forms only where the page shows them
         files, forms = evidence.listing(db.session, me.id, key), {"evidence_form": EvidenceForm(),

@@ -40,20 +40,28 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
     from sqlalchemy import inspect, text
 
     from portal.db import session_factory
+    from portal.engine.definition import builtin_path, checksum
     from portal.engine.run import evaluate
     from portal.models import EvidenceFile, SecurityEvent, Standing
     from portal.services import audit, login_sessions, security_log
     from portal.services import programs as programs_service
     from portal.services.imports import import_members_csv, import_metrics_csv
+    from portal.services.programs import BUILTIN_KEYS
 
     engine = make_engine(db_url)
     upgrade(engine, "0001")
     assert current_revision(engine) == "0001"
     assert "security_events" not in inspect(engine).get_table_names()
     today = dt.date(2026, 11, 1)
-    # Tables 0001 created are unchanged by 0002, so the services can fill them.
+    # The services fill the tables as 0.1 did (columns added later are deferred or not set).
+    with engine.begin() as conn:  # the programs as 0.1 published them (its columns only)
+        for key in BUILTIN_KEYS:
+            source = builtin_path(key).read_text(encoding="utf-8")
+            conn.execute(text("INSERT INTO programs (key, name, current_version) VALUES (:k, :k, 1)"), {"k": key})
+            conn.execute(text("INSERT INTO program_versions (program_key, version, source, checksum, published_at, "
+                              "published_by) VALUES (:k, 1, :s, :c, :t, 'system')"),
+                         {"k": key, "s": source, "c": checksum(source), "t": dt.datetime(2026, 10, 1, tzinfo=dt.UTC)})
     with session_factory(engine)() as s:
-        programs_service.load_builtins(s)
         import_members_csv(s, "member,name,email,role,password,programs\n"
                               "c001,小美,c001@x.test,member,,creator\nc002,Ann,,member,,creator member\n", today)
         import_metrics_csv(s, "member,metric,date,value\nc001,followers,2026-10-31,120000\n"
@@ -68,12 +76,15 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
     before = _rows(engine)
     assert len(before["evaluation_runs"]) == 1 and len(before["metric_rows"]) == 3 and len(before["members"]) == 2
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     after = _rows(engine)
     for table, rows in before.items():  # every old row, every old column, unchanged
         columns = rows[0].keys() if rows else ()
         assert [{c: r[c] for c in columns} for r in after[table]] == rows, table
     assert [r["metric_mark"] for r in after["evaluation_runs"]] == ["None"]
+    with engine.connect() as conn:  # 0004: each program's latest finished run, for the pages
+        latest = dict(conn.execute(text("SELECT key, evaluated_as_of FROM programs")).all())
+    assert str(latest.pop("creator")) == "2026-10-31" and set(latest.values()) == {None}
     assert set(after) - set(before) == {"evidence_files", "login_sessions", "security_events", "metric_edits"}
     assert all(r["added_at"] != "None" for r in after["enrolments"])  # 0003 rebuilt the table on SQLite
     with engine.begin() as conn:  # 0003's triggers count edits of metric rows

@@ -97,10 +97,10 @@ def test_plays_are_summed_per_calendar_month(world):
     world.add("c", "monthly_plays", "2026-01-31", 10 * M)  # two rows the same day: both count
     world.add("c", "monthly_plays", "2026-02-01", 5 * B)  # February: not yet
     world.evaluate(P, JAN)
-    assert world.stored("c", P).values["monthly_plays"] == 100 * M
+    assert world.values("c", P)["monthly_plays"] == 100 * M
     assert grade(world, "c") == ("A", "low", "fast_sales", "active")
     world.evaluate(P, FEB)  # February alone: not the last 31 days (from 2026-01-29)
-    assert world.stored("c", P).values["monthly_plays"] == 5 * B
+    assert world.values("c", P)["monthly_plays"] == 5 * B
 
 
 def test_first_month_with_data_sets_the_grade_at_once(world):
@@ -285,7 +285,7 @@ def test_two_violations_in_the_last_90_days_blacklist(world):
     world.evaluate(P, MAR)
     got = {key: world.standing(key, P)["status"] for key in cases}
     assert got == {k: c[1] for k, c in cases.items()}
-    assert world.stored("one_91_days_ago", P).values["violations_90d"] == 1
+    assert world.values("one_91_days_ago", P)["violations_90d"] == 1
 
 
 def test_blacklist_applies_whatever_the_grade(world):
@@ -330,7 +330,7 @@ def test_blacklist_stays_when_the_signal_goes_away_and_freezes_the_grade(world):
         summary = world.evaluate(P, as_of)
         assert summary.blacklisted == 0  # not counted again
         assert grade(world, "c") == ("A", "high", "fast_sales", "blacklisted")
-    assert world.stored("c", P).values["zombie_fan_share"] == 0.05
+    assert world.values("c", P)["zombie_fan_share"] == 0.05
     changes = world.changes("c", P)
     assert {c.on for c in changes} == {dt.date(2026, 1, 31)}  # nothing recorded after January
     assert [(c.from_status, c.to_status) for c in changes if c.cause == "blacklist"] == [("active", "blacklisted")]

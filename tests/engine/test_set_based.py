@@ -42,7 +42,7 @@ def test_statement_count_does_not_grow_with_members(world, program):
     world.evaluate(program, "2026-10-31")
     large = statements_for(world, program, "2026-10-31")
     assert small == large
-    assert large < 30
+    assert large < 40  # a few dozen: a run's aggregates go to scratch tables (2 statements each)
 
 
 # -- incremental same-day re-runs --------------------------------------------------------------
@@ -57,7 +57,7 @@ def test_a_same_day_rerun_reexamines_only_members_with_new_rows(world):
     again = world.evaluate("creator", "2026-10-31")
     assert again.reexamined == 2
     assert (again.evaluated, again.unchanged + again.upgraded + again.downgraded) == (30, 30)
-    assert world.stored("a3", "creator").values["posts_30d"] == 2
+    assert world.values("a3", "creator")["posts_30d"] == 2
     nothing = world.evaluate("creator", "2026-10-31")
     assert nothing.reexamined == 0 and nothing.evaluated == 30
 

@@ -78,6 +78,17 @@ class Site:
         with self.db() as s:
             return s.get(Standing, (self.member_id(member), program))
 
+    def values(self, member: str, program: str) -> dict:
+        """The values the member's standing is explained with."""
+        from portal.services import explain
+        from portal.services import programs as programs_service
+
+        member_id = self.member_id(member)
+        with self.db() as s:
+            definition, _ = programs_service.definition(s, program)
+            return explain.values_of(s, definition, member_id, s.get(Standing, (member_id, program)),
+                                     explain.evaluated(s, program))
+
     def client(self, user: str | None = None, password: str = PASSWORD):
         client = self.app.test_client()
         if user is not None:
@@ -759,7 +770,7 @@ def test_program_page_shows_the_composite_index(site):
     switch_language(client, "en")
     composite = element(page(client, "/programs/creator"), "data-composite")
     assert "Composite index" in composite
-    values = site.standing("c001", "creator").values
+    values = site.values("c001", "creator")
     keys = ["propagation_index", "cooperation_index", "growth_index", "value_index", "seeding_index"]
     for label, key in zip(["Propagation", "Cooperation", "Growth", "Cost-effectiveness", "Seeding"], keys, strict=True):
         assert re.search(rf"<span>{label}</span><span>{values[key]:g}</span>", composite), label
