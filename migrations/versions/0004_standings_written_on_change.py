@@ -19,6 +19,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('evaluated_as_of', sa.Date(), nullable=True))
         batch_op.add_column(sa.Column('evaluated_mark', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('evaluated_run_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('evaluated_at', sa.DateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('standings', schema=None) as batch_op:
         batch_op.alter_column('values', existing_type=sa.JSON(), nullable=True)
@@ -30,10 +31,11 @@ def upgrade() -> None:
     # Each program's latest finished run, so pages of a database evaluated before this
     # migration explain its standings as of that run.
     op.execute(
-        "UPDATE programs SET evaluated_as_of = r.as_of, evaluated_mark = r.metric_mark, evaluated_run_id = r.id "
+        "UPDATE programs SET evaluated_as_of = r.as_of, evaluated_mark = r.metric_mark, evaluated_run_id = r.id, "
+        "evaluated_at = r.finished_at "
         "FROM (SELECT DISTINCT program_key, "
         "      FIRST_VALUE(id) OVER w AS id, FIRST_VALUE(as_of) OVER w AS as_of, "
-        "      FIRST_VALUE(metric_mark) OVER w AS metric_mark "
+        "      FIRST_VALUE(metric_mark) OVER w AS metric_mark, FIRST_VALUE(finished_at) OVER w AS finished_at "
         "      FROM evaluation_runs WHERE status = 'done' "
         "      WINDOW w AS (PARTITION BY program_key ORDER BY as_of DESC, id DESC)) AS r "
         "WHERE r.program_key = programs.key"
@@ -48,6 +50,7 @@ def downgrade() -> None:
         batch_op.alter_column('values', existing_type=sa.JSON(), nullable=False)
 
     with op.batch_alter_table('programs', schema=None) as batch_op:
+        batch_op.drop_column('evaluated_at')
         batch_op.drop_column('evaluated_run_id')
         batch_op.drop_column('evaluated_mark')
         batch_op.drop_column('evaluated_as_of')

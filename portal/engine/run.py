@@ -76,7 +76,7 @@ AUDIT_MARGIN = dt.timedelta(minutes=5)
 # by, PostgreSQL plans with the old row counts (an empty table's) and picked a scan of every
 # issued perk for each member's ledger update (docs/performance.md, E9).
 ANALYZE_AFTER = 10_000
-RUN_WORK_MEM = "64MB"  # PostgreSQL's work_mem for a run's read transaction
+RUN_WORK_MEM = "256MB"  # PostgreSQL's work_mem for a run's read transaction
 WRITTEN_TABLES = ("standings", "benefit_items", "level_changes", "notifications")
 # Copied to prev_* when a standing moves to a later as-of date.
 PREV_COLUMNS = ("level", "sub_class", "status", "level_since", "promoted_on", "as_of", "score", "values")
@@ -373,6 +373,10 @@ _CHANGED = Table("changed_members", MetaData(), Column("member_id", Integer, pri
 def _collect_changed(conn: Connection, query: Select) -> Select:
     _CHANGED.create(conn)
     conn.execute(insert(_CHANGED).from_select(["member_id"], query))
+    if conn.dialect.name == "postgresql":
+        # Its size, for the planner: a few thousand members are looked up by the member index,
+        # not found by a scan of every metric row.
+        conn.execute(text(f"ANALYZE {_CHANGED.name}"))  # nosec B608 - a constant name
     return select(_CHANGED.c.member_id)
 
 
@@ -495,7 +499,8 @@ def evaluate(
             if max(writer.inserted, writer.issued) >= ANALYZE_AFTER:
                 refresh_statistics(session)
             session.execute(update(PR).where(PR.c.key == program.key).values(
-                evaluated_as_of=as_of, evaluated_mark=mark and mark.id, evaluated_run_id=summary.run_id))
+                evaluated_as_of=as_of, evaluated_mark=mark and mark.id, evaluated_run_id=summary.run_id,
+                evaluated_at=dt.datetime.now(dt.UTC)))
     finally:
         conn.rollback()
         conn.close()

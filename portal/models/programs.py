@@ -29,6 +29,7 @@ class Program(Base):
     evaluated_as_of: Mapped[dt.date | None] = mapped_column(Date, deferred=True)
     evaluated_mark: Mapped[int | None] = mapped_column(BigInteger, deferred=True)
     evaluated_run_id: Mapped[int | None] = mapped_column(Integer, deferred=True)
+    evaluated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), deferred=True)  # its end
 
 
 class ProgramVersion(Base):

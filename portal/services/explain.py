@@ -11,6 +11,8 @@ standing (a rank cannot be recomputed for one member alone).
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,16 +29,29 @@ from ..models import Standing
 
 @dataclass(frozen=True)
 class Evaluated:
-    """A program's latest finished evaluation: its date and the metric mark it read up to."""
+    """A program's latest finished evaluation: its date, the metric mark it read up to, its run
+    and when that ended (with the run id, what identifies the values it decided on)."""
 
     as_of: dt.date | None = None
     mark: int | None = None
+    run_id: int | None = None
+    at: dt.datetime | None = None
+
+
+LATEST = (ProgramRow.evaluated_as_of, ProgramRow.evaluated_mark, ProgramRow.evaluated_run_id,
+          ProgramRow.evaluated_at)
 
 
 def evaluated(session: Session, program_key: str) -> Evaluated:
-    row = session.execute(select(ProgramRow.evaluated_as_of, ProgramRow.evaluated_mark)
-                          .where(ProgramRow.key == program_key)).first()
-    return Evaluated(row.evaluated_as_of, row.evaluated_mark) if row else Evaluated()
+    row = session.execute(select(*LATEST).where(ProgramRow.key == program_key)).first()
+    return Evaluated(*row) if row else Evaluated()
+
+
+# Recomputed values per (database, member, program, run): a run's values never change, so a
+# worker answers the next page of the same member from memory until the next run. Bounded.
+CACHE_SIZE = 20_000
+_cache: OrderedDict[tuple, tuple[Program, dict[str, Any]]] = OrderedDict()
+_lock = threading.Lock()
 
 
 def as_of(standing: Standing | None, latest: Evaluated) -> dt.date | None:
@@ -56,8 +71,20 @@ def values_of(session: Session, program: Program, member_id: int, standing: Stan
     if population_ranked(program):
         return dict(standing.values or {})
     day = as_of(standing, latest)
+    key = (str(session.get_bind().url), member_id, program.key, day, latest.mark, latest.run_id, latest.at)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] is program:  # the same definition (version) too
+            _cache.move_to_end(key)
+            return dict(hit[1])
     plan = program.derived("explain", "plan", lambda: aggregates.plan(program))
     calc = program.derived("explain", "calculator", lambda: Calculator(program))
     conn = session.connection()
     merger = aggregates.Merger(aggregates.streams(conn, program.key, plan, day, members=member_id, upto=latest.mark))
-    return {k: number(v) for k, v in calc.compute(merger.take(member_id)).items()}
+    values = {k: number(v) for k, v in calc.compute(merger.take(member_id)).items()}
+    if latest.at is not None:  # (no run recorded: nothing identifies these values)
+        with _lock:
+            _cache[key] = (program, values)
+            if len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+    return dict(values)

@@ -39,8 +39,7 @@ class ProgramCard:
 
 # The statements every member page runs, built once: building a statement costs about as
 # much Python as running it, and these run on every request.
-_CARD_ROWS = (select(Enrolment.program_key, ProgramRow.current_version, ProgramRow.evaluated_as_of,
-                     ProgramRow.evaluated_mark, Standing)
+_CARD_ROWS = (select(Enrolment.program_key, ProgramRow.current_version, *explain.LATEST, Standing)
               .join(ProgramRow, ProgramRow.key == Enrolment.program_key)
               .outerjoin(Standing, and_(Standing.member_id == Enrolment.member_id,
                                         Standing.program_key == Enrolment.program_key))
@@ -65,9 +64,9 @@ def cards(session: Session, member: Member, today: dt.date, key: str | None = No
         rows = session.execute(_CARD_ROW, {"member_id": member.id, "program_key": key}).all()
     warnings = open_warnings(session, member, today)
     out = []
-    for program_key, version, evaluated_as_of, mark, st in rows:
+    for program_key, version, evaluated_as_of, mark, run_id, evaluated_at, st in rows:
         program, _ = programs_service.definition(session, program_key, version)
-        latest = explain.Evaluated(evaluated_as_of, mark)
+        latest = explain.Evaluated(evaluated_as_of, mark, run_id, evaluated_at)
         values = explain.values_of(session, program, member.id, st, latest)
         reqs = rules.requirements(program, st.level, values) if st else []
         nxt = rules.next_level(program, st.level if st else None)

@@ -30,7 +30,8 @@ from .test_properties import (
     _reset,
 )
 
-SKIP = {"id", "run_id", "created_at", "started_at", "finished_at", "marked_at", "duration_ms", "evaluated_run_id", "read_at"}
+SKIP = {"id", "run_id", "created_at", "started_at", "finished_at", "marked_at", "duration_ms", "evaluated_run_id",
+        "evaluated_at", "read_at"}
 
 
 def _tables(session) -> dict[str, list[dict[str, Any]]]:
