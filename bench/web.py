@@ -2,7 +2,7 @@
 overview, a program page and the staff member search next to /healthz, in the same run.
 
     python bench/web.py --db DATABASE_URL --data DIR [--duration 20] [--connections 32]
-                        [--workers 4] [--worker-class gthread] [--threads 2]
+                        [--workers 4] [--worker-class sync] [--threads 2]
 
 ``--db`` is a database loaded by ``bench/generate.py --load`` and evaluated (bench/evaluate.py
 --keep, or ``portal evaluate`` per program) so the pages have standings to show; ``--data`` is
@@ -294,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--worker-class", default="gthread", choices=["sync", "gthread"])
+    # The README's deployment: sync workers (gthread gave more throughput but a long tail,
+    # docs/performance.md W2).
+    ap.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scenarios", default="healthz,overview,program,staff_search_key,staff_search_name,staff_filter")
     ap.add_argument("--port", type=int, default=0)

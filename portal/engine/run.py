@@ -237,11 +237,9 @@ STORED_COLUMNS = quiet.Stored(
 
 
 def _latest_date(session: Session, program_key: str) -> dt.date | None:
-    """The latest date this program was evaluated as of (a standing written by a staff action
-    carries the date of the run it came from)."""
-    run = session.scalar(select(func.max(ER.c.as_of)).where(ER.c.program_key == program_key, ER.c.status == "done"))
-    stored = session.scalar(select(func.max(ST.c.as_of)).where(ST.c.program_key == program_key))
-    return max((d for d in (run, stored) if d is not None), default=None)
+    """The latest date this program was evaluated as of: every run that wrote standings is
+    recorded (done, or one that died after committing batches) - one index lookup."""
+    return session.scalar(select(func.max(ER.c.as_of)).where(ER.c.program_key == program_key))
 
 
 def _prior_run_date(session: Session, program_key: str, as_of: dt.date) -> dt.date | None:
