@@ -860,3 +860,23 @@ def test_staff_pages_issue_the_same_number_of_statements_with_few_or_many_member
         s.commit()
     many = {path: len(page_statements(demo, staff, path)) for path in pages}
     assert many == few
+
+
+@pytest.mark.parametrize("key", ["m0000001", "a b", "x?y#z", "50%", "张三", "a/b", "o'k&<>"])
+def test_member_links_are_what_url_for_builds(app, key):
+    from flask import url_for
+
+    from portal.web.staff import member_url
+
+    with app.test_request_context("/staff/members", base_url="https://portal.example/sub/"):
+        assert member_url(key) == url_for("staff.member", key=key)
+        assert member_url("other") == url_for("staff.member", key="other")  # the base is reused
+
+
+def test_every_member_row_links_to_that_members_file(demo, staff):
+    _many(demo)
+    html = staff.get("/staff/members?text=x01").get_data(as_text=True)
+    links = re.findall(r'<tr data-member="([^"]+)"[^>]*>\s*<td><a href="([^"]+)">', html)
+    assert links and all(href == f"/staff/members/{key}" for key, href in links)
+    key, href = links[0]
+    assert key in staff.get(href).get_data(as_text=True)
