@@ -23,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     Select,
     Table,
+    and_,
     case,
     cast,
     distinct,
@@ -96,29 +97,36 @@ def _condition(spec: AggregateSpec):
     return cond
 
 
-def _column(spec: AggregateSpec, dialect: str, start: dt.date | None = None, end: dt.date | None = None):
-    """The aggregate of ``spec`` over rows dated start..end (both inclusive, None: open); 0
-    when no row counts."""
-    return func.coalesce(_aggregate(spec, dialect, start, end), 0)
-
-
-def _aggregate(spec: AggregateSpec, dialect: str, start: dt.date | None, end: dt.date | None):
-    cond = _condition(spec)
+def _aggregate(spec: AggregateSpec, dialect: str, start: dt.date | None, end: dt.date | None,
+               scan_metrics: set[str] | None = None):
+    """The aggregate of ``spec`` over its rows dated start..end (both inclusive, None: open).
+    A term the scan's own WHERE already implies is left out (the scan reads only
+    ``scan_metrics``; the caller passes None for a bound the scan shares): every term is
+    evaluated for every row read, and the window scans are most of a run."""
+    terms = []
+    if scan_metrics is None or set(spec.metric) != scan_metrics:
+        terms.append(MR.c.metric.in_(spec.metric) if len(spec.metric) > 1 else MR.c.metric == spec.metric[0])
+    if spec.kinds:
+        terms.append(MR.c.kind.in_(spec.kinds))
+    if spec.exclude_kinds:
+        terms.append(or_(MR.c.kind.is_(None), MR.c.kind.not_in(spec.exclude_kinds)))
     if start is not None:
-        cond = cond & (MR.c.date >= start)
+        terms.append(MR.c.date >= start)
     if end is not None:
-        cond = cond & (MR.c.date <= end)
+        terms.append(MR.c.date <= end)
+    cond = and_(*terms) if terms else None
     if spec.agg == "count":
-        return func.sum(case((cond, 1), else_=0))
+        return func.count() if cond is None else func.sum(case((cond, 1), else_=0))
+    value = MR.c.value if cond is None else case((cond, MR.c.value))
     if spec.agg == "sum":
-        return rounded(func.sum(case((cond, MR.c.value))), dialect)
+        return rounded(func.sum(value), dialect)
     if spec.agg == "avg":
-        return rounded(func.avg(case((cond, MR.c.value))), dialect)
+        return rounded(func.avg(value), dialect)
     if spec.agg == "max":
-        return rounded(func.max(case((cond, MR.c.value))), dialect)
+        return rounded(func.max(value), dialect)
     # months_active: distinct calendar months with a row
     month = extract("year", MR.c.date) * 12 + extract("month", MR.c.date)
-    return func.count(distinct(case((cond, month))))
+    return func.count(distinct(month if cond is None else case((cond, month))))
 
 
 # A target is one evaluation of the program's values: (as_of, data_until). The run needs one
@@ -189,29 +197,36 @@ def _scan(program_key: str, dialect: str, columns: list, metrics: set[str], lo: 
 
 
 def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: str, members: Members = None,
-                   upto: int | None = None) -> list[tuple[Select, list[Slot]]]:
+                   upto: int | None = None) -> list[tuple[Select, list[list[Slot]]]]:
     """At most two scans for every windowed value of every target: one over the union of the
     bounded windows (each value a conditional aggregate over its own dates) and one over all
-    history for ``all`` windows. ``members``: restrict to these member ids (a re-run)."""
+    history for ``all`` windows; each column feeds the slots listed for it (the same aggregate
+    over the same dates is computed once: a forecast often repeats today's). ``members``:
+    restrict to these member ids (a re-run)."""
     out = []
     for bounded in (True, False):
-        columns, names, metrics = [], [], set()
-        lo: dt.date | None = None
-        hi: dt.date | None = None
+        wanted: list[tuple[Slot, AggregateSpec, dt.date | None, dt.date]] = []
         for t, (as_of, until) in enumerate(targets):
             for window, specs in p.by_window.items():
-                if (window != "all") != bounded:
-                    continue
-                start, end = bounds(window, as_of)
-                end = _end(end, until)
-                for key, spec in specs:
-                    columns.append(_column(spec, dialect, start, end).label(f"v{len(columns)}"))
-                    names.append((t, key))
-                    metrics.update(spec.metric)
-                lo = start if lo is None or (start is not None and start < lo) else lo
-                hi = end if hi is None or end > hi else hi
-        if columns:
-            out.append((_scan(program_key, dialect, columns, metrics, lo if bounded else None, hi, members, upto), names))
+                if (window != "all") == bounded:
+                    start, end = bounds(window, as_of)
+                    wanted += [((t, key), spec, start, _end(end, until)) for key, spec in specs]
+        if not wanted:
+            continue
+        metrics = {m for _, spec, _, _ in wanted for m in spec.metric}
+        lo = min(start for _, _, start, _ in wanted) if bounded else None
+        hi = max(end for _, _, _, end in wanted)
+        columns: dict[tuple, int] = {}
+        exprs, slots = [], []
+        for slot, spec, start, end in wanted:
+            same = (spec.agg, tuple(spec.metric), tuple(spec.kinds or ()), tuple(spec.exclude_kinds or ()), start, end)
+            if same not in columns:
+                columns[same] = len(exprs)
+                agg = _aggregate(spec, dialect, None if start == lo else start, None if end == hi else end, metrics)
+                exprs.append(func.coalesce(agg, 0).label(f"v{len(exprs)}"))
+                slots.append([])
+            slots[columns[same]].append(slot)
+        out.append((_scan(program_key, dialect, exprs, metrics, lo, hi, members, upto), slots))
     return out
 
 
@@ -273,11 +288,12 @@ def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_un
     return target_streams(conn, program_key, p, [(as_of, data_until)], members, upto)
 
 
-def _rows(result, names: list[Slot], n: int) -> Stream:
+def _rows(result, names: list[list[Slot]], n: int) -> Stream:
     for row in result:
         envs: list[dict[str, float]] = [{} for _ in range(n)]
-        for (t, key), v in zip(names, row[1:], strict=True):
-            envs[t][key] = _clean(v)
+        for slots, v in zip(names, row[1:], strict=True):
+            for t, key in slots:
+                envs[t][key] = _clean(v)
         yield row[0], envs
 
 
@@ -335,11 +351,13 @@ class Scratch:
         dialect = conn.dialect.name
         for i, (query, names) in enumerate(window_queries(program_key, p, targets, dialect, members, upto)):
             table = self._store(conn, f"run_window{i}", query)
-            self.labels += [(table.c[f"v{j}"], [name]) for j, name in enumerate(names)]
+            self.tables.append(table)
+            self.labels += [(table.c[f"v{j}"], slots) for j, slots in enumerate(names)]
         if p.latest:
             metrics = sorted(p.latest)
             for i, (day, indexes) in enumerate(_latest_days(targets).items()):
                 table = self._store(conn, f"run_latest{i}", latest_query(program_key, metrics, day, dialect, members, upto))
+                self.tables.append(table)
                 self.labels += [(table.c[f"l{j}"], [(t, k) for t in indexes for k in p.latest[m]])
                                 for j, m in enumerate(metrics)]
         self._raw = {name: column for column, names in self.labels for name in names}
@@ -358,7 +376,6 @@ class Scratch:
                           *(Column(n, Double) for n in names[1:]), prefixes=["TEMPORARY"])
             table.create(conn)
             conn.execute(insert(table).from_select(names, query))
-        self.tables.append(table)
         return table
 
     def raw(self, target: int, key: str) -> ColumnElement:
