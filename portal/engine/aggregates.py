@@ -361,8 +361,27 @@ class Scratch:
                 self.labels += [(table.c[f"l{j}"], [(t, k) for t in indexes for k in p.latest[m]])
                                 for j, m in enumerate(metrics)]
         self._raw = {name: column for column, names in self.labels for name in names}
+        self._conn, self._program_key = conn, program_key
+        self._ranks: dict[tuple[int, str], tuple[ColumnElement, ColumnElement]] = {}
+        self._rank_tables: list[Table] = []
 
-    def _store(self, conn: Connection, name: str, query: Select) -> Table:
+    def rank(self, target: int, key: str, value: ColumnElement) -> tuple[ColumnElement, ColumnElement]:
+        """(rank, population) of a value over the program's enrolled members in ``target``:
+        its competition rank, highest first (1 + how many are greater: RANK() over the
+        value descending), stored in a temporary table the driver joins. ``value``: the
+        value's SQL over this scratch's columns (engine/quiet.py)."""
+        if (target, key) not in self._ranks:
+            query = self._join(
+                select(EN.c.member_id, func.rank().over(order_by=value.desc()).label("r"),
+                       func.count().over().label("n"))
+                .where(EN.c.program_key == self._program_key),
+                EN.c.member_id, self.tables)
+            table = self._store(self._conn, f"run_rank{len(self._rank_tables)}", query, Integer)
+            self._rank_tables.append(table)
+            self._ranks[(target, key)] = (table.c.r, table.c.n)
+        return self._ranks[(target, key)]
+
+    def _store(self, conn: Connection, name: str, query: Select, kind=Double) -> Table:
         if conn.dialect.name == "postgresql":
             # CREATE TABLE AS may scan in parallel (an INSERT ... SELECT may not).
             cas = CreateTableAs(query.order_by(None), name, temporary=True)
@@ -373,7 +392,7 @@ class Scratch:
             # A rowid table keyed by member: the driver joins it with one lookup per member.
             names = [c.name for c in query.selected_columns]
             table = Table(name, MetaData(), Column(names[0], Integer, primary_key=True),
-                          *(Column(n, Double) for n in names[1:]), prefixes=["TEMPORARY"])
+                          *(Column(n, kind) for n in names[1:]), prefixes=["TEMPORARY"])
             table.create(conn)
             conn.execute(insert(table).from_select(names, query))
         return table
@@ -387,7 +406,12 @@ class Scratch:
         return [column for column, _ in self.labels]
 
     def join(self, stmt: Select, member_id) -> Select:
-        for table in self.tables:
+        """``stmt`` outer-joined with every table of the scratch (aggregates and ranks)."""
+        return self._join(stmt, member_id, self.tables + self._rank_tables)
+
+    @staticmethod
+    def _join(stmt: Select, member_id, tables: list[Table]) -> Select:
+        for table in tables:
             stmt = stmt.outerjoin(table, table.c.member_id == member_id)
         return stmt
 

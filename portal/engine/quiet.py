@@ -23,6 +23,7 @@ import ast
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,6 +44,7 @@ from sqlalchemy import (
 from . import expr as expr_lang
 from .definition import AggregateSpec, BucketSpec, ExprSpec, Program, RankBucketSpec, Requirement
 from .ledger import is_quarter_end
+from .scores import population_ranked
 
 EPOCH = dt.date(1970, 1, 1)
 TIE = 1e-6  # a scaled value this close to .5 is a rounding tie for round()
@@ -68,6 +70,7 @@ class Stored:
     program_version: ColumnElement
     locked_level: ColumnElement
     blacklist_exempt_until: ColumnElement
+    values: ColumnElement | None = None  # JSON; stored for population-ranked programs only
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,17 @@ def _num(v: float) -> ColumnElement:
     return literal(float(v), Double)
 
 
+# A target's rank of a value over the enrolled population: (the value's key, its SQL expression)
+# -> (rank, population) columns, or None where the target has no ranks (the forecast: 0).
+Ranked = Callable[[str, ColumnElement], "tuple[ColumnElement, ColumnElement] | None"]
+
+
 class _Values:
     """SQL expressions of a program's values for one target, from the aggregate columns."""
 
-    def __init__(self, program: Program, raw: Callable[[str], ColumnElement], dialect: str):
-        self.program, self.raw, self.dialect = program, raw, dialect
+    def __init__(self, program: Program, raw: Callable[[str], ColumnElement], dialect: str,
+                 ranked: Ranked | None = None):
+        self.program, self.raw, self.dialect, self.ranked = program, raw, dialect, ranked
         self.ties: list[ColumnElement] = []  # round() calls near a tie: send the member to Python
         self._memo: dict[str, ColumnElement] = {}
 
@@ -108,8 +117,29 @@ class _Values:
             whens = [(compare(of, row.op, row.value), _num(row.score)) for row in spec.table if row.op is not None]
             return case(*whens, else_=_num(spec.table[-1].score)) if whens else _num(spec.table[-1].score)
         if isinstance(spec, RankBucketSpec):
-            raise Unsupported("population ranks")
+            return self._rank_bucket(spec)
         raise Unsupported(type(spec).__name__)  # pragma: no cover - the definition allows no other
+
+    def _rank_bucket(self, spec: RankBucketSpec) -> ColumnElement:
+        """scores.RankTable.score: the member's competition rank (1 + how many values are
+        greater) against each cut's share of the population, in integers as Python does."""
+        if self.ranked is None:
+            raise Unsupported("population ranks")
+        probe = _Values(self.program, self.raw, self.dialect)
+        probe[spec.of]
+        if probe.ties:
+            # Near a tie one member's value may differ from Python's, and with it everyone's rank.
+            raise Unsupported("a ranked value computed with round()")
+        of = self[spec.of]
+        ranked = self.ranked(spec.of, of)
+        if ranked is None:
+            return _num(0)
+        rank_, population = ranked
+        whens = [(or_(of <= _num(0), population == 0), _num(0))]
+        for cut in spec.cuts:
+            share = Fraction(str(cut.share))
+            whens.append((rank_ * share.denominator <= population * share.numerator, _num(cut.score)))
+        return case(*whens, else_=_num(spec.otherwise))
 
     def _expr(self, node: ast.AST) -> ColumnElement:
         if isinstance(node, ast.Constant):
@@ -242,6 +272,11 @@ def look(ctx: Context, st: Stored, targets: list[_Values]) -> ColumnElement:
     kept_differs = [reward.is_distinct_from(st.reward_met)]
     if program.score:
         kept_differs.append(now[program.score].is_distinct_from(st.score))
+    if population_ranked(program):
+        # Ranked programs store every value (run.py, _Writer): any that moved is a write.
+        if st.values is None:
+            raise Unsupported("stored values")
+        kept_differs += [now[key].is_distinct_from(st.values[key].as_float()) for key in program.values]
     active = [candidate.is_distinct_from(level)]
     if program.blacklist:
         active.append(or_(*(met(r, now) for r in program.blacklist)))
@@ -337,10 +372,16 @@ def _forecast_down(ctx: Context, st: Stored, forecast: _Values) -> ColumnElement
     return and_(st.level.is_not(None), lower, not_(protected))
 
 
-def compile_look(ctx: Context, st: Stored, raw: Callable[[int, str], ColumnElement], n_targets: int) -> ColumnElement:
-    """``look`` for the program, or true (everyone to Python) where it cannot be compiled."""
+def compile_look(ctx: Context, st: Stored, raw: Callable[[int, str], ColumnElement], n_targets: int,
+                 ranked: Callable[[int, str, ColumnElement], tuple[ColumnElement, ColumnElement] | None] | None = None,
+                 ) -> ColumnElement:
+    """``look`` for the program, or true (everyone to Python) where it cannot be compiled.
+    ``ranked(target, key, value)``: the rank columns of a ranked value (see ``Ranked``); None:
+    the program's ranks cannot be had in SQL."""
     try:
-        targets = [_Values(ctx.program, lambda key, t=t: raw(t, key), ctx.dialect) for t in range(n_targets)]
+        targets = [_Values(ctx.program, lambda key, t=t: raw(t, key), ctx.dialect,
+                           None if ranked is None else lambda key, value, t=t: ranked(t, key, value))
+                   for t in range(n_targets)]
         return look(ctx, st, targets)
     except Unsupported:
         return true()

@@ -233,7 +233,7 @@ STORED_COLUMNS = quiet.Stored(
     member_id=ST.c.member_id, level=ST.c.level, sub_class=ST.c.sub_class, status=ST.c.status, score=ST.c.score,
     reward_met=ST.c.reward_met, as_of=ST.c.as_of, level_since=ST.c.level_since, promoted_on=ST.c.promoted_on,
     program_version=ST.c.program_version, locked_level=ST.c.locked_level,
-    blacklist_exempt_until=ST.c.blacklist_exempt_until)
+    blacklist_exempt_until=ST.c.blacklist_exempt_until, values=ST.c["values"])
 
 
 def _latest_date(session: Session, program_key: str) -> dt.date | None:
@@ -378,18 +378,20 @@ def _collect_changed(conn: Connection, query: Select) -> Select:
     return select(_CHANGED.c.member_id)
 
 
-def _rank_tables(conn: Connection, program: Program, plan: aggregates.Plan, calc: Calculator,
-                 as_of: dt.date) -> dict[str, RankTable]:
-    """First pass for programs with rank buckets: every enrolled member's ranked values."""
-    merger = aggregates.Merger(aggregates.streams(conn, program.key, plan, as_of))
-    collected: dict[str, list[float]] = {k: [] for k in calc.rank_sources}
+def _rank_tables(conn: Connection, program_key: str, scratch: aggregates.Scratch, calc: Calculator,
+                 periods: list[dt.date]) -> dict[dt.date, dict[str, RankTable]]:
+    """First pass for programs with rank buckets: every enrolled member's ranked values in
+    each period (the scratch's first targets), read from the run's aggregates."""
+    collected = [{k: [] for k in calc.rank_sources} for _ in periods]
     population = 0
-    for row in _driver(conn, program.key):
+    stmt = select(EN.c.member_id, *scratch.columns).where(EN.c.program_key == program_key)
+    for row in conn.execute(scratch.join(stmt, EN.c.member_id), execution_options=aggregates.STREAM):
         population += 1
-        env = calc.compute(merger.take(row.member_id))
-        for k in calc.rank_sources:
-            collected[k].append(env[k])
-    return {k: RankTable(v, population) for k, v in collected.items()}
+        for values, out in zip(scratch.envs(row[1:]), collected, strict=False):
+            env = calc.compute(values)
+            for k in calc.rank_sources:
+                out[k].append(env[k])
+    return {p: {k: RankTable(v, population) for k, v in by_key.items()} for p, by_key in zip(periods, collected, strict=True)}
 
 
 def evaluate(
@@ -448,11 +450,6 @@ def evaluate(
     conn = _read_connection(session)
     try:
         members = _collect_changed(conn, changed_members(program.key, previous)) if previous is not None else None
-        ranks: dict[str, RankTable] = {}
-        if calc.rank_keys:
-            ranks = {
-                p: _rank_tables(conn, program, plan, calc, p) for p in periods
-            }  # ranks of each period's population
         # One set of scans for every period and the forecast (a later date, today's data).
         targets: list[aggregates.Target] = [(p, None) for p in periods]
         forecast_on = as_of + dt.timedelta(days=program.transitions.warn_days)
@@ -460,10 +457,15 @@ def evaluate(
         if forecast:
             targets.append((forecast_on, as_of))
         scratch = aggregates.Scratch(conn, program.key, plan, targets, members)
+        # Ranks of each period's population; the forecast has none (Calculator: 0).
+        ranks = _rank_tables(conn, program.key, scratch, calc, periods) if calc.rank_keys else {}
         look = None
         if skip_quiet:
             context = quiet.Context(program, version, as_of, prior, conn.dialect.name, len(targets) - 1 if forecast else None)
-            look = quiet.compile_look(context, STORED_COLUMNS, scratch.raw, len(targets))
+            ranked = None
+            if members is None:  # a restricted run has not the population to rank
+                ranked = lambda t, key, value: scratch.rank(t, key, value) if t < len(periods) else None  # noqa: E731
+            look = quiet.compile_look(context, STORED_COLUMNS, scratch.raw, len(targets), ranked)
         for row in _driver(conn, program.key, members, scratch, look):
             held = _held(row, as_of)
             rerun = row.as_of is not None and row.as_of == as_of

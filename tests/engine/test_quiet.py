@@ -164,9 +164,55 @@ def test_the_day_a_dispatch_period_begins_the_members_are_decided_and_get_it(wor
     assert 29 in periods  # the day before it: the make-up check of the period ending
 
 
-def test_a_program_the_sift_cannot_compile_is_decided_in_python(world):
-    """Population ranks (scorecard) cannot be computed for one member: everyone is decided."""
+def test_population_ranks_are_sifted_in_sql_and_a_rank_move_sends_the_moved_to_python(world):
+    """Scorecard ranks the population (amount and repurchase rank scores): SQL ranks it too
+    (RANK() over the run's aggregates), so a quiet day decides nobody, and a customer whose
+    purchase pushes the others down a rank cut sends those others to Python as well."""
     world.load_programs()
+    day = BASE - dt.timedelta(days=40)
+    for i in range(10):
+        world.member(f"s{i}", "scorecard")
+        world.add(f"s{i}", "consultation", day, 1)
+        for _ in range(i % 3 + 1):
+            world.add(f"s{i}", "transaction", day, 1000 * (i + 1))
+    first = both_ways(world, "scorecard", BASE - dt.timedelta(days=1))
+    assert first.decided == first.evaluated == 10
+    quiet = both_ways(world, "scorecard", BASE)
+    assert (quiet.evaluated, quiet.decided) == (10, 0)
+    scores = {f"s{i}": world.stored(f"s{i}", "scorecard").score for i in range(10)}
+
+    # s0 (the smallest) outspends everyone: every other customer's amount rank drops by one.
+    world.add("s0", "transaction", BASE, 1_000_000)
+    moved = both_ways(world, "scorecard", BASE + dt.timedelta(days=1))
+    after = {f"s{i}": world.stored(f"s{i}", "scorecard").score for i in range(10)}
+    changed = {k for k in scores if after[k] != scores[k]}
+    assert "s0" in changed and len(changed) > 1  # others moved down a cut without new rows
+    assert len(changed) <= moved.decided < moved.evaluated  # the customers whose ranks held stay quiet
+
+
+def test_a_ranked_program_rewrites_a_standing_whose_values_moved_while_level_and_score_held(world):
+    """Ranked programs store every value: a consultation leaving the 365-day window moves
+    ``consultations_365d`` (the activity score is capped, so level and score hold) and the
+    standing must be rewritten, as deciding in Python would (found by the property test)."""
+    world.load_programs()
+    world.member("s0", "scorecard")
+    world.add("s0", "consultation", BASE - dt.timedelta(days=350), 1)
+    for _ in range(5):
+        world.add("s0", "consultation", BASE, 1)
+    both_ways(world, "scorecard", BASE)
+    assert world.stored("s0", "scorecard").values["consultations_365d"] == 6
+    later = both_ways(world, "scorecard", BASE + dt.timedelta(days=30))
+    stored = world.stored("s0", "scorecard")
+    assert stored.values["consultations_365d"] == 5
+    assert (stored.score, stored.prev_score, later.decided) == (18.0, 18.0, 1)
+
+
+def test_a_ranked_value_computed_with_round_is_decided_in_python(world):
+    """round() may differ between SQL and Python near a tie, and a ranked value's error would
+    move everyone's rank: such a program is decided wholly in Python."""
+    data = yaml.safe_load(builtin_path("scorecard").read_text())
+    data["values"]["repurchases_365d"]["expr"] = "round(max(0, transactions_365d - 1))"
+    world.publish(yaml.safe_dump(data, allow_unicode=True))
     for i in range(3):
         world.member(f"s{i}", "scorecard")
         world.add(f"s{i}", "transaction", BASE - dt.timedelta(days=3), 100 * (i + 1))
