@@ -198,19 +198,24 @@ def _scan(program_key: str, dialect: str, columns: list, metrics: set[str], lo: 
 
 def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: str, members: Members = None,
                    upto: int | None = None) -> list[tuple[Select, list[list[Slot]]]]:
-    """At most two scans for every windowed value of every target: one over the union of the
-    bounded windows (each value a conditional aggregate over its own dates) and one over all
-    history for ``all`` windows; each column feeds the slots listed for it (the same aggregate
-    over the same dates is computed once: a forecast often repeats today's). ``members``:
-    restrict to these member ids (a re-run)."""
+    """At most two scans for every windowed value of every target: one over all history for
+    ``all`` windows and one over the union of the bounded windows (each value a conditional
+    aggregate over its own dates); each column feeds the slots listed for it (the same
+    aggregate over the same dates is computed once: a forecast often repeats today's). A
+    bounded value whose metrics the history scan reads anyway is computed there: its rows are
+    read once. ``members``: restrict to these member ids (a re-run)."""
+    history: list[tuple[Slot, AggregateSpec, dt.date | None, dt.date]] = []
+    windowed: list[tuple[Slot, AggregateSpec, dt.date | None, dt.date]] = []
+    for t, (as_of, until) in enumerate(targets):
+        for window, specs in p.by_window.items():
+            start, end = bounds(window, as_of)
+            (history if window == "all" else windowed).extend(
+                ((t, key), spec, start, _end(end, until)) for key, spec in specs)
+    read = {m for _, spec, _, _ in history for m in spec.metric}
+    history += [w for w in windowed if read.issuperset(w[1].metric)]
+    windowed = [w for w in windowed if not read.issuperset(w[1].metric)]
     out = []
-    for bounded in (True, False):
-        wanted: list[tuple[Slot, AggregateSpec, dt.date | None, dt.date]] = []
-        for t, (as_of, until) in enumerate(targets):
-            for window, specs in p.by_window.items():
-                if (window != "all") == bounded:
-                    start, end = bounds(window, as_of)
-                    wanted += [((t, key), spec, start, _end(end, until)) for key, spec in specs]
+    for bounded, wanted in ((False, history), (True, windowed)):
         if not wanted:
             continue
         metrics = {m for _, spec, _, _ in wanted for m in spec.metric}
