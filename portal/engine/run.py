@@ -381,14 +381,18 @@ def _collect_changed(conn: Connection, query: Select) -> Select:
 def _rank_tables(conn: Connection, program_key: str, scratch: aggregates.Scratch, calc: Calculator,
                  periods: list[dt.date]) -> dict[dt.date, dict[str, RankTable]]:
     """First pass for programs with rank buckets: every enrolled member's ranked values in
-    each period (the scratch's first targets), read from the run's aggregates."""
+    each period (the scratch's first targets), read from the run's aggregates - only the
+    columns and values the ranked values need."""
+    keys = calc.source_aggregates
+    columns = [scratch.raw(t, k) for t in range(len(periods)) for k in keys]
     collected = [{k: [] for k in calc.rank_sources} for _ in periods]
     population = 0
-    stmt = select(EN.c.member_id, *scratch.columns).where(EN.c.program_key == program_key)
+    stmt = select(EN.c.member_id, *columns).where(EN.c.program_key == program_key)
     for row in conn.execute(scratch.join(stmt, EN.c.member_id), execution_options=aggregates.STREAM):
         population += 1
-        for values, out in zip(scratch.envs(row[1:]), collected, strict=False):
-            env = calc.compute(values)
+        values = [float(v) for v in row[1:]]
+        for t, out in enumerate(collected):
+            env = calc.compute_sources(dict(zip(keys, values[t * len(keys):(t + 1) * len(keys)], strict=True)))
             for k in calc.rank_sources:
                 out[k].append(env[k])
     return {p: {k: RankTable(v, population) for k, v in by_key.items()} for p, by_key in zip(periods, collected, strict=True)}

@@ -13,6 +13,7 @@ from .definition import (
     ExprSpec,
     Program,
     RankBucketSpec,
+    dependencies,
     value_order,
 )
 from .rules import compare
@@ -66,6 +67,24 @@ class Calculator:
                 self._steps.append((key, lambda env, _r, spec=spec: bucket(env[spec.of], spec)))
             elif isinstance(spec, RankBucketSpec):
                 self._steps.append((key, lambda env, ranks, spec=spec, key=key: _rank(env, ranks, spec)))
+
+        # What the ranked values need (the rank pass computes only those, for every member).
+        needed, todo = set(), list(self.rank_sources)
+        while todo:
+            key = todo.pop()
+            if key not in needed:
+                needed.add(key)
+                todo += dependencies(program.value_spec(key))
+        self.source_aggregates = [k for k in self.aggregate_keys if k in needed]
+        self._source_steps = [(k, fn) for k, fn in self._steps if k in needed]
+
+    def compute_sources(self, aggregates: dict[str, float]) -> Env:
+        """The values ``rank_sources`` name and what they are computed from, as ``compute``
+        without ranks gives them (a rank of a rank is 0 there too)."""
+        env: Env = {k: aggregates.get(k, 0.0) for k in self.source_aggregates}
+        for key, fn in self._source_steps:
+            env[key] = fn(env, {})
+        return env
 
     def compute(self, aggregates: dict[str, float], ranks: dict[str, RankTable] | None = None) -> Env:
         env: Env = {k: aggregates.get(k, 0.0) for k in self.aggregate_keys}
