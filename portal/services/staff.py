@@ -185,15 +185,6 @@ class SearchFilter:
     text: str | None = None  # key, name or email prefix
 
 
-def _prefix(column, text: str, binary: bool):
-    """``column`` starts with ``text``. Where text compares byte by byte (SQLite) a range the
-    column's index can serve; elsewhere LIKE (PostgreSQL's collations do not order prefixes
-    as one range)."""
-    if binary:
-        return and_(column >= text, column < text + "\U0010ffff")
-    return column.startswith(text, autoescape=True)
-
-
 # On SQLite a text search finds its members through the key / e-mail / name indexes when the
 # prefix is selective (at most this many members per index), and otherwise walks the members
 # in id order, which finds a page quickly because matches are then dense. SQLite's planner
@@ -201,57 +192,37 @@ def _prefix(column, text: str, binary: bool):
 # (docs/performance.md, W3), so search() measures and says which.
 SELECTIVE = 2000
 SQLITE_MIN_INTEGER = -(2**63)
+_TEXT_COLUMNS = (("key", Member.key), ("email", Member.email), ("name", Member.name))
 
 
-def _text_columns(text: str) -> list[tuple[Any, str]]:
-    t = text.strip()
-    return [(Member.key, t), (Member.email, t.lower()), (Member.name, t)]
-
-
-def search_query(f: SearchFilter, binary: bool = False, text_ids: Select | None = None) -> tuple[Select, Any]:
-    """Members matching the filter and the column they are ordered (and keyset-paged) by: the
-    member id, taken from the table whose index the filter walks in member order (standings
-    for a level, enrolments for a program) so a page stops after its rows instead of sorting
-    every match. ``binary``: the database compares text byte by byte (SQLite), so prefixes use
-    ranges; ``text_ids``: the ids matching the text, when an index lookup found them."""
-    stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, Member.business_type,
-                  Member.industry, Member.scale)
-    order = Member.id
-    if f.program:
-        stmt = stmt.add_columns(Standing.level, Standing.sub_class, Standing.status, Standing.score).join(
-            Enrolment, and_(Enrolment.member_id == Member.id, Enrolment.program_key == f.program)
-        ).outerjoin(Standing, and_(Standing.member_id == Member.id, Standing.program_key == f.program))
-        order = Enrolment.member_id  # ix_enrolments_program_member
-        if f.level:
-            if f.level != "-":
-                stmt = stmt.where(Standing.level == f.level)
-                order = Standing.member_id  # ix_standings_program_level_member
-            else:
-                stmt = stmt.where(Standing.level.is_(None))
-        if f.sub_class:
-            stmt = stmt.where(Standing.sub_class == f.sub_class)
-        if f.status:
-            stmt = stmt.where(Standing.status == f.status)
-    for seg in SEGMENTS:
-        value = getattr(f, seg)
-        if value:
-            stmt = stmt.where(getattr(Member, seg) == value)
-    if f.text:
-        if text_ids is not None:
-            stmt = stmt.where(Member.id.in_(text_ids))
-            order = Member.id  # the few ids found drive the query
+def _text_params(text: str, binary: bool) -> dict[str, str]:
+    """The bound values of a prefix search: where text compares byte by byte (SQLite) the
+    bounds of a range each column's index can serve; elsewhere a LIKE pattern with the
+    wildcards escaped (PostgreSQL's collations do not order prefixes as one range). E-mails
+    are stored in lower case."""
+    params = {}
+    for name, _column in _TEXT_COLUMNS:
+        t = text.lower() if name == "email" else text
+        if binary:
+            params[f"{name}_lo"], params[f"{name}_hi"] = t, t + "\U0010ffff"
         else:
-            # On SQLite (binary) with a broad prefix: compare a copy of each column (|| ''), so
-            # the planner walks members in id order instead of sorting every match it finds
-            # through the indexes.
-            stmt = stmt.where(or_(*(_prefix(column + "" if binary else column, t, binary)
-                                    for column, t in _text_columns(f.text))))
-    return stmt, order
+            params[f"{name}_like"] = t.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+    return params
+
+
+def _text_matches(walk: bool) -> list[Any]:
+    """The three prefix conditions (see _text_params). ``walk``: on SQLite, compare a copy of
+    each column (|| ''), so the planner walks members in id order instead of sorting every
+    match it finds through the indexes (a broad prefix)."""
+    if walk:
+        return [and_(column + "" >= bindparam(f"{name}_lo"), column + "" < bindparam(f"{name}_hi"))
+                for name, column in _TEXT_COLUMNS]
+    return [column.like(bindparam(f"{name}_like"), escape="/") for name, column in _TEXT_COLUMNS]
 
 
 def _text_ranges() -> list[Any]:
     return [and_(column >= bindparam(f"{name}_lo"), column < bindparam(f"{name}_hi"))
-            for name, column in (("key", Member.key), ("email", Member.email), ("name", Member.name))]
+            for name, column in _TEXT_COLUMNS]
 
 
 # Built once (a search runs them on every page): the capped count of each index range, and
@@ -260,31 +231,91 @@ _RANGE_COUNTS = select(*(select(func.count()).select_from(select(Member.id).wher
                          .scalar_subquery() for r in _text_ranges()))
 _RANGE_IDS = union(*(select(Member.id).where(r) for r in _text_ranges()))
 
+_FILTERS = ("program", "level", "sub_class", "status", *SEGMENTS)
 
-def _selective_text_ids(session: Session, text: str) -> tuple[Select, dict[str, str]] | None:
-    """On SQLite: the ids matching a text prefix, as a subquery of three index range lookups
-    and its parameters, when no index range holds more than SELECTIVE members (one capped
-    count per index); None when the prefix is broad."""
-    params = {}
-    for (_column, t), name in zip(_text_columns(text), ("key", "email", "name"), strict=True):
-        params[f"{name}_lo"], params[f"{name}_hi"] = t, t + "\U0010ffff"
-    if max(session.connection().execute(_RANGE_COUNTS, params).one()) > SELECTIVE:
-        return None
-    return _RANGE_IDS, params
+
+def _params(f: SearchFilter) -> dict[str, Any]:
+    return {k: getattr(f, k) for k in _FILTERS if getattr(f, k) and not (k == "level" and f.level == "-")}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a search's statement depends on besides its bound values: which filters are set,
+    how the text is matched (None, "ids": through the index ranges, "walk": SQLite's id-order
+    walk, "like": PostgreSQL), the dialect and whether a page starts after a member."""
+
+    filters: frozenset[str]
+    unrated: bool  # level "-": members of the program without a level yet
+    text: str | None
+    binary: bool
+    after: bool
+
+
+def _query(shape: _Shape) -> Select:
+    """The search's statement for ``shape``, bound later with the filter's values: members in
+    the order of the member id taken from the table whose index the filter walks in member
+    order (standings for a level, enrolments for a program), so a page stops after its rows
+    instead of sorting every match."""
+    stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, Member.business_type,
+                  Member.industry, Member.scale)
+    order = Member.id
+    has = shape.filters
+    if "program" in has:
+        program = bindparam("program")
+        stmt = stmt.add_columns(Standing.level, Standing.sub_class, Standing.status, Standing.score).join(
+            Enrolment, and_(Enrolment.member_id == Member.id, Enrolment.program_key == program)
+        ).outerjoin(Standing, and_(Standing.member_id == Member.id, Standing.program_key == program))
+        order = Enrolment.member_id  # ix_enrolments_program_member
+        if "level" in has:
+            stmt = stmt.where(Standing.level == bindparam("level"))
+            order = Standing.member_id  # ix_standings_program_level_member
+        elif shape.unrated:
+            stmt = stmt.where(Standing.level.is_(None))
+        for column in ("sub_class", "status"):
+            if column in has:
+                stmt = stmt.where(getattr(Standing, column) == bindparam(column))
+    for seg in SEGMENTS:
+        if seg in has:
+            stmt = stmt.where(getattr(Member, seg) == bindparam(seg))
+    if shape.text == "ids":
+        stmt = stmt.where(Member.id.in_(_RANGE_IDS))
+        order = Member.id  # the few ids found drive the query
+    elif shape.text:
+        stmt = stmt.where(or_(*_text_matches(walk=shape.text == "walk")))
+    if shape.after:
+        stmt = stmt.where(order > bindparam("after"))
+    elif shape.binary:  # a range on the order column from the first page on, or SQLite may sort instead
+        stmt = stmt.where(order >= SQLITE_MIN_INTEGER)
+    return stmt.order_by(order)
+
+
+# The statements by shape (at most a few hundred): built once per process, as building one
+# cost a tenth of a search page.
+_QUERIES: dict[_Shape, Select] = {}
 
 
 def search(session: Session, f: SearchFilter, after: int | None = None, limit: int = 50) -> list[Any]:
     """A page of members matching the filter, in id order, after member id ``after``."""
     binary = is_sqlite(session)
-    found = _selective_text_ids(session, f.text) if binary and f.text and f.text.strip() else None
-    text_ids, params = found if found is not None else (None, {})
-    stmt, order = search_query(f, binary, text_ids)
+    params = _params(f)
+    text = (f.text or "").strip()
+    mode = None
+    if text:
+        params.update(_text_params(text, binary))
+        if not binary:
+            mode = "like"
+        else:
+            counts = session.connection().execute(_RANGE_COUNTS, params).one()
+            mode = "walk" if max(counts) > SELECTIVE else "ids"
+    shape = _Shape(frozenset(params.keys() & set(_FILTERS)), f.program is not None and f.level == "-", mode,
+                   binary, after is not None)
+    stmt = _QUERIES.get(shape)
+    if stmt is None:
+        stmt = _QUERIES[shape] = _query(shape)
     if after is not None:
-        stmt = stmt.where(order > after)
-    elif binary:  # a range on the order column from the first page on, or SQLite may sort instead
-        stmt = stmt.where(order >= SQLITE_MIN_INTEGER)
+        params["after"] = after
     # Plain rows of columns: through the session's connection, without the ORM's execution layer.
-    return list(session.connection().execute(stmt.order_by(order).limit(limit), params).all())
+    return list(session.connection().execute(stmt.limit(limit), params).all())
 
 
 # -- roles ------------------------------------------------------------------------------------
