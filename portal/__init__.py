@@ -88,12 +88,16 @@ def register_extensions(app: Flask) -> None:
 
     @app.context_processor
     def _unread() -> dict:
+        from flask import g
         from flask_login import current_user
 
         if getattr(current_user, "is_authenticated", False):
-            from .services.member_pages import unread_count
+            unread = g.get("unread")  # the login check counted them (web/auth.py load_user)
+            if unread is None:
+                from .services.member_pages import unread_count
 
-            return {"unread": unread_count(db.session, current_user.id)}
+                unread = unread_count(db.session, current_user.id)
+            return {"unread": unread}
         return {"unread": 0}
 
 

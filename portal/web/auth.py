@@ -53,10 +53,11 @@ def load_user(user_id: str) -> User | None:
     member_id, _sep, token = user_id.partition(":")
     if not member_id.isdigit() or not token:
         return None  # malformed, or a cookie from before login sessions existed
-    member = login_sessions.member_of(db.session, int(member_id), token)
-    if member is None:
+    found = login_sessions.member_and_unread(db.session, int(member_id), token)
+    if found is None:
         note("session_ended", member_id=None, detail=f"member #{member_id}")
         return None
+    member, g.unread = found  # the header's count, read with the session check
     g.member = member  # the session's identity map holds it weakly: keep it for the views
     return User.of(member, token)
 

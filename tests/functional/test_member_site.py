@@ -1056,6 +1056,18 @@ def test_each_page_issues_the_same_number_of_statements_with_few_or_many_rows(si
     assert "data-warning" in page(client, "/")
 
 
+def test_the_header_count_is_read_with_the_session_check(site):
+    """Every logged-in page shows the unread count: it comes with the login-session check, so
+    no page spends a statement of its own on it - and the count is still right."""
+    client = site.client("c003")
+    page(client, "/")
+    statements = page_statements(site.app, client, "/")
+    counting = [s for s in statements if "notifications" in s and "count(" in s.lower()]
+    assert len(counting) == 1 and "login_sessions" in counting[0], counting
+    _add_rows(site, "c003", 3)
+    assert text(element(page(client, "/"), "data-unread")) == str(site.unread("c003"))
+
+
 # --- bugs found by these tests, since fixed -------------------------------------------------------
 
 
