@@ -86,9 +86,23 @@ def _newstyle(context: Context, text: str, variables: dict) -> str:
     return rv % variables if "%" in rv else rv
 
 
+_MARKUP_CACHE_SIZE = 4096  # template literals number a few hundred; a bound all the same
+
+
 @pass_context
 def _jinja_gettext(context: Context, string: str, /, **variables) -> str:
-    return _newstyle(context, translations().ugettext(string), variables)
+    catalogue = translations()
+    if variables or not context.eval_ctx.autoescape:
+        return _newstyle(context, catalogue.ugettext(string), variables)
+    # A page shows dozens of fixed strings: their Markup is kept on the catalogue object, so
+    # it lives exactly as long as the catalogue (per app and locale).
+    cache = catalogue.__dict__.setdefault("portal_markup", {})
+    rv = cache.get(string)
+    if rv is None:
+        rv = _newstyle(context, catalogue.ugettext(string), variables)
+        if len(cache) < _MARKUP_CACHE_SIZE:
+            cache[string] = rv
+    return rv
 
 
 @pass_context
@@ -161,7 +175,8 @@ def init_app(app: Flask) -> None:
         pgettext=lambda c, s: translations().upgettext(c, s),
         npgettext=lambda c, s, p, n: translations().unpgettext(c, s, p, n),
     )
-    app.jinja_env.globals.update(gettext=_jinja_gettext, ngettext=_jinja_ngettext)
+    # ``_`` straight to our gettext: Jinja's alias would add a lookup and a second context.call.
+    app.jinja_env.globals.update(_=_jinja_gettext, gettext=_jinja_gettext, ngettext=_jinja_ngettext)
     app.jinja_env.globals.update(
         num=num, state_label=state_label, window_label=window_label, label=label, level_name=level_name,
         benefit_label=benefit_label, text_of=lambda v: text_of(v, locale()), MODES=MODES, KINDS=KINDS,
