@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, union
+from sqlalchemy import Select, and_, bindparam, func, null, or_, select, union
 from sqlalchemy.orm import Session
 
 from ..db import is_sqlite
@@ -251,18 +251,25 @@ class _Shape:
     after: bool
 
 
+_STANDING_COLUMNS = ("level", "sub_class", "status", "score")
+# What every row of search() holds, in this order (the standing's columns are NULL without a
+# program filter): a page unpacks the rows instead of looking each cell up by name.
+RESULT_COLUMNS = ("id", "key", "name", "email", "role", *SEGMENTS, *_STANDING_COLUMNS)
+
+
 def _query(shape: _Shape) -> Select:
     """The search's statement for ``shape``, bound later with the filter's values: members in
     the order of the member id taken from the table whose index the filter walks in member
     order (standings for a level, enrolments for a program), so a page stops after its rows
     instead of sorting every match."""
-    stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, Member.business_type,
-                  Member.industry, Member.scale)
+    stmt = select(Member.id, Member.key, Member.name, Member.email, Member.role, *(getattr(Member, s) for s in SEGMENTS))
     order = Member.id
     has = shape.filters
-    if "program" in has:
+    if "program" not in has:
+        stmt = stmt.add_columns(*(null().label(c) for c in _STANDING_COLUMNS))
+    else:
         program = bindparam("program")
-        stmt = stmt.add_columns(Standing.level, Standing.sub_class, Standing.status, Standing.score).join(
+        stmt = stmt.add_columns(*(getattr(Standing, c) for c in _STANDING_COLUMNS)).join(
             Enrolment, and_(Enrolment.member_id == Member.id, Enrolment.program_key == program)
         ).outerjoin(Standing, and_(Standing.member_id == Member.id, Standing.program_key == program))
         order = Enrolment.member_id  # ix_enrolments_program_member

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from portal import resource_dir
 from portal.models import Member
-from portal.services.staff import SELECTIVE, SearchFilter, search
+from portal.services.staff import RESULT_COLUMNS, SELECTIVE, SearchFilter, search
 
 from ..helpers import NOW
 
@@ -34,6 +35,23 @@ def test_prefixes_of_key_email_and_name(world):
     first = search(world.s, SearchFilter(text="m"), limit=2)
     assert [r.key for r in first] == ["m100", "m101"]
     assert keys(world, "m", after=first[-1].id) == ["m2", "zed"]
+
+
+def test_every_row_has_the_columns_the_staff_page_unpacks(world):
+    """templates/staff/members.html unpacks each row by position: the rows of every filter
+    shape carry RESULT_COLUMNS in that order, and the template names the same columns."""
+    world.load_programs()
+    world.s.add(Member(key="m1", name="Wang", email="w@x.io", role="member", business_type="retail",
+                       industry="food", scale="small", created_at=NOW))
+    world.s.commit()
+    for f in (SearchFilter(text="m1"), SearchFilter(), SearchFilter(business_type="retail")):
+        rows = search(world.s, f)
+        assert [tuple(r._mapping.keys()) for r in rows] == [RESULT_COLUMNS], f
+        assert rows[0][:8] == (rows[0].id, "m1", "Wang", "w@x.io", "member", "retail", "food", "small")
+        assert rows[0][8:] == (None, None, None, None)  # no program: no standing columns
+    template = (resource_dir("templates") / "staff" / "members.html").read_text(encoding="utf-8")
+    unpacked = re.search(r"{% for (.+?) in rows %}", template).group(1)
+    assert tuple(name.strip() for name in unpacked.split(",")) == RESULT_COLUMNS
 
 
 def _bulk_members(world, n: int, surname: str = "Wang") -> None:
