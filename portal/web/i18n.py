@@ -134,10 +134,19 @@ def num(value) -> str:
 def window_label(window: str | None) -> str:
     if not window:
         return ""
-    if window in WINDOWS:
-        return str(WINDOWS[window])
-    n, unit = int(window[:-1]), window[-1]
-    return _("last %(n)s days", n=n) if unit == "d" else _("last %(n)s months", n=n)
+    # A program page labels a window per requirement row: each label is made once per catalogue.
+    catalogue = translations()
+    cache = catalogue.__dict__.setdefault("portal_windows", {})
+    text = cache.get(window)
+    if text is None:
+        if window in WINDOWS:
+            text = str(WINDOWS[window])
+        else:
+            n, unit = int(window[:-1]), window[-1]
+            text = _("last %(n)s days", n=n) if unit == "d" else _("last %(n)s months", n=n)
+        if len(cache) < _MARKUP_CACHE_SIZE:
+            cache[window] = text
+    return text
 
 
 def label(program, key: str | None) -> str:

@@ -45,3 +45,25 @@ def test_translations_keep_their_placeholders():
         if set(PLACEHOLDER.findall(source)) != set(PLACEHOLDER.findall(target or "")):
             wrong.append(source)
     assert wrong == []
+
+
+def test_cached_template_strings_follow_the_locale_of_each_request(tmp_path):
+    """Templates' fixed strings and window labels are kept per catalogue (web/i18n.py): a page
+    in one language never gets the other's text, whichever was rendered first, and a literal
+    percent sign (%%) comes out once."""
+    from flask import render_template_string
+
+    from portal import create_app
+    from portal.web.i18n import window_label
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "t" * 32, "DATABASE_URL": f"sqlite:///{tmp_path}/t.db"})
+    page = "{{ _('Overview') }}|{{ _('Score') }}|{{ _('100%% sure') }}|{{ window_label('30d') }}|{{ window_label('3m') }}"
+    for _round in range(2):
+        for code, expected in (("zh_CN", "概览|评分|100% sure|近30天|近3个月"),
+                               ("en", "Overview|Score|100% sure|last 30 days|last 3 months")):
+            with app.test_request_context(headers={"Cookie": ""}):
+                from flask import session
+
+                session["locale"] = code
+                assert render_template_string(page) == expected, code
+                assert window_label("30d") == expected.split("|")[3]
