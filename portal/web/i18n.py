@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from babel import Locale
 from flask import Flask, g, redirect, request, session, url_for
@@ -86,23 +88,29 @@ def _newstyle(context: Context, text: str, variables: dict) -> str:
     return rv % variables if "%" in rv else rv
 
 
-_MARKUP_CACHE_SIZE = 4096  # template literals number a few hundred; a bound all the same
+_CACHE_SIZE = 4096  # template literals and windows number a few hundred; a bound all the same
+
+
+def _per_catalogue(name: str, key: str, make: Callable[[Any], str]) -> str:
+    """``make(catalogue)`` once per catalogue and ``key``: kept on the request's catalogue
+    object, so it lives exactly as long as that catalogue (per app and locale) and one
+    language never gets another's text."""
+    catalogue = translations()
+    cache = catalogue.__dict__.setdefault(name, {})
+    text = cache.get(key)
+    if text is None:
+        text = make(catalogue)
+        if len(cache) < _CACHE_SIZE:
+            cache[key] = text
+    return text
 
 
 @pass_context
 def _jinja_gettext(context: Context, string: str, /, **variables) -> str:
-    catalogue = translations()
     if variables or not context.eval_ctx.autoescape:
-        return _newstyle(context, catalogue.ugettext(string), variables)
-    # A page shows dozens of fixed strings: their Markup is kept on the catalogue object, so
-    # it lives exactly as long as the catalogue (per app and locale).
-    cache = catalogue.__dict__.setdefault("portal_markup", {})
-    rv = cache.get(string)
-    if rv is None:
-        rv = _newstyle(context, catalogue.ugettext(string), variables)
-        if len(cache) < _MARKUP_CACHE_SIZE:
-            cache[string] = rv
-    return rv
+        return _newstyle(context, translations().ugettext(string), variables)
+    # A page shows dozens of fixed strings: each one's Markup is made once.
+    return _per_catalogue("portal_markup", string, lambda c: _newstyle(context, c.ugettext(string), variables))
 
 
 @pass_context
@@ -134,19 +142,15 @@ def num(value) -> str:
 def window_label(window: str | None) -> str:
     if not window:
         return ""
-    # A program page labels a window per requirement row: each label is made once per catalogue.
-    catalogue = translations()
-    cache = catalogue.__dict__.setdefault("portal_windows", {})
-    text = cache.get(window)
-    if text is None:
-        if window in WINDOWS:
-            text = str(WINDOWS[window])
-        else:
-            n, unit = int(window[:-1]), window[-1]
-            text = _("last %(n)s days", n=n) if unit == "d" else _("last %(n)s months", n=n)
-        if len(cache) < _MARKUP_CACHE_SIZE:
-            cache[window] = text
-    return text
+    # A program page labels a window per requirement row: each label is made once.
+    return _per_catalogue("portal_windows", window, lambda _c: _window_text(window))
+
+
+def _window_text(window: str) -> str:
+    if window in WINDOWS:
+        return str(WINDOWS[window])
+    n, unit = int(window[:-1]), window[-1]
+    return _("last %(n)s days", n=n) if unit == "d" else _("last %(n)s months", n=n)
 
 
 def label(program, key: str | None) -> str:
