@@ -8,13 +8,16 @@ transaction that reads and then writes never fails half-way with SQLITE_BUSY, an
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A pooled server connection idle at least this long is tested before use (see _ping_when_idle).
+PING_AFTER_IDLE_S = 5.0
 
 
 def normalize_url(url: str) -> str:
@@ -38,8 +41,35 @@ def make_engine(url: str, **kwargs) -> Engine:
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection (SELECT 1) before use only when it sat idle in the pool for
+    ``PING_AFTER_IDLE_S``: a connection dropped while idle (a server restart, a firewall's
+    timeout) is replaced unseen, while a busy worker, which reuses its connections within
+    milliseconds, does not pay a round trip per request as ``pool_pre_ping`` would. A failed
+    test invalidates the whole pool, as ``pool_pre_ping`` does; a restart in the middle of a
+    burst fails the requests under way, as it would with any ping."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _test_if_idle(dbapi_conn, record, _proxy) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as err:
+            if engine.dialect.is_disconnect(err, dbapi_conn, None):
+                raise exc.InvalidatePoolError() from err
+            raise
 
 
 def _configure_sqlite(engine: Engine) -> None:
