@@ -1,8 +1,8 @@
 """Windows -> SQL aggregate queries over all enrolled members: one scan for all bounded
-windows of every target (conditional aggregates), one for all-time windows, one for latest.
+windows of every target (conditional aggregates), one for all-time windows and the latest
+readings of gauges.
 
-Each query returns one row per member (``latest`` one per member and metric), ordered by
-member id, so the run can merge the streams member by member without holding the population
+Each query returns one row per member, ordered by member id, so the run can merge the streams member by member without holding the population
 in memory.
 """
 
@@ -198,12 +198,12 @@ def _scan(program_key: str, dialect: str, columns: list, metrics: set[str], lo: 
 
 def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: str, members: Members = None,
                    upto: int | None = None) -> list[tuple[Select, list[list[Slot]]]]:
-    """At most two scans for every windowed value of every target: one over all history for
-    ``all`` windows and one over the union of the bounded windows (each value a conditional
-    aggregate over its own dates); each column feeds the slots listed for it (the same
-    aggregate over the same dates is computed once: a forecast often repeats today's). A
-    bounded value whose metrics the history scan reads anyway is computed there: its rows are
-    read once. ``members``: restrict to these member ids (a re-run)."""
+    """At most two scans for every aggregate value of every target: one over all history for
+    ``all`` windows and the latest readings, one over the union of the bounded windows (each
+    value a conditional aggregate over its own dates); each column feeds the slots listed for
+    it (the same aggregate over the same dates is computed once: a forecast often repeats
+    today's). A bounded value whose metrics the history scan reads anyway is computed there:
+    its rows are read once. ``members``: restrict to these member ids (a re-run)."""
     history: list[tuple[Slot, AggregateSpec, dt.date | None, dt.date]] = []
     windowed: list[tuple[Slot, AggregateSpec, dt.date | None, dt.date]] = []
     for t, (as_of, until) in enumerate(targets):
@@ -211,16 +211,18 @@ def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: st
             start, end = bounds(window, as_of)
             (history if window == "all" else windowed).extend(
                 ((t, key), spec, start, _end(end, until)) for key, spec in specs)
-    read = {m for _, spec, _, _ in history for m in spec.metric}
+    days = _latest_days(targets) if p.latest else {}
+    read = {m for _, spec, _, _ in history for m in spec.metric} | set(p.latest)
     history += [w for w in windowed if read.issuperset(w[1].metric)]
     windowed = [w for w in windowed if not read.issuperset(w[1].metric)]
     out = []
     for bounded, wanted in ((False, history), (True, windowed)):
-        if not wanted:
+        newest = {} if bounded else days
+        if not wanted and not newest:
             continue
-        metrics = {m for _, spec, _, _ in wanted for m in spec.metric}
+        metrics = {m for _, spec, _, _ in wanted for m in spec.metric} | (set() if bounded else set(p.latest))
         lo = min(start for _, _, start, _ in wanted) if bounded else None
-        hi = max(end for _, _, _, end in wanted)
+        hi = max([end for _, _, _, end in wanted] + list(newest))
         columns: dict[tuple, int] = {}
         exprs, slots = [], []
         for slot, spec, start, end in wanted:
@@ -231,42 +233,34 @@ def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: st
                 exprs.append(func.coalesce(agg, 0).label(f"v{len(exprs)}"))
                 slots.append([])
             slots[columns[same]].append(slot)
+        # The latest readings ride on the history scan: their rows are read in the same pass
+        # (NULL: no reading; the key is then left out, as for a member without rows).
+        for day, indexes in newest.items():
+            for metric in sorted(p.latest):
+                reading = _newest(metric, None if day == hi else day, dialect, metrics)
+                exprs.append(rounded(reading, dialect).label(f"v{len(exprs)}"))
+                slots.append([(t, key) for t in indexes for key in p.latest[metric]])
         out.append((_scan(program_key, dialect, exprs, metrics, lo, hi, members, upto), slots))
     return out
 
 
-def latest_query(program_key: str, metrics: list[str], as_of: dt.date, dialect: str, members: Members = None,
-                 upto: int | None = None) -> Select:
-    """Each member's latest reading of each metric (ties on a date: the row stored last), one
-    row per member with a column per metric, in ``metrics`` order."""
-    where = [MR.c.metric.in_(sorted(metrics)), MR.c.date <= as_of, *_only(members, upto)]
+def _newest(metric: str, day: dt.date | None, dialect: str, scan_metrics: set[str]):
+    """The value of the member's newest reading of ``metric`` dated up to ``day`` (None: the
+    scan's own bound); ties on a date: the row stored last."""
+    terms = [] if scan_metrics == {metric} else [MR.c.metric == metric]
+    if day is not None:
+        terms.append(MR.c.date <= day)
     if dialect == "sqlite":
-        # One pass in member order: per metric, the greatest "date, id, value" string is the
-        # newest reading (ids zero-padded; %!.17g prints the value exactly), its value the tail.
-        def newest(metric: str):
-            key = func.printf("%s%015d%!.17g", MR.c.date, MR.c.id, MR.c.value)
-            return cast(func.substr(func.max(case((MR.c.metric == metric, key))), 26), Double)
-
-        stmt, member = _program_rows(program_key, dialect, *(
-            rounded(newest(m), dialect).label(f"l{i}") for i, m in enumerate(metrics)))
-        return stmt.where(*where).group_by(member).order_by(member)
-    # PostgreSQL: one parallel hash aggregate; per metric, the greatest (day, id, value) array
-    # is the newest reading (arrays compare element by element; ids are exact as doubles up
-    # to 2^53) - a third faster than DISTINCT ON, which sorts every reading.
-    day = cast(MR.c.date - literal(dt.date(2000, 1, 1)), Double)
-
-    def newest_pg(metric: str):
-        reading = postgresql.array([day, cast(MR.c.id, Double), MR.c.value])
-        return func.max(case((MR.c.metric == metric, reading)))[3]
-
-    stmt, member = _program_rows(program_key, dialect, *(
-        rounded(newest_pg(m), dialect).label(f"l{i}") for i, m in enumerate(metrics)))
-    return stmt.where(*where).group_by(member).order_by(member)
-
-
-def _clean(v) -> float:
-    """A value as the engine uses it (the database rounded it: ``rounded``)."""
-    return 0.0 if v is None else float(v)
+        # Per metric, the greatest "date, id, value" string is the newest reading (ids
+        # zero-padded; %!.17g prints the value exactly), its value the tail.
+        key = func.printf("%s%015d%!.17g", MR.c.date, MR.c.id, MR.c.value)
+        return cast(func.substr(func.max(case((and_(*terms), key)) if terms else key), 26), Double)
+    # PostgreSQL: the greatest (day, id, value) array is the newest reading (arrays compare
+    # element by element; ids are exact as doubles up to 2^53) - a third faster than DISTINCT
+    # ON, which sorts every reading, and it stays in the scan's parallel hash aggregate.
+    reading = postgresql.array([cast(MR.c.date - literal(dt.date(2000, 1, 1)), Double), cast(MR.c.id, Double),
+                                MR.c.value])
+    return func.max(case((and_(*terms), reading)) if terms else reading)[3]
 
 
 Stream = Iterator[tuple[int, list[dict[str, float]]]]  # member id, one dict per target
@@ -278,12 +272,6 @@ def target_streams(conn: Connection, program_key: str, p: Plan, targets: list[Ta
     out: list[Stream] = []
     for query, names in window_queries(program_key, p, targets, conn.dialect.name, members, upto):
         out.append(_rows(conn.execute(query, execution_options=STREAM), names, len(targets)))
-    if p.latest:
-        metrics = sorted(p.latest)
-        for day, indexes in _latest_days(targets).items():
-            query = latest_query(program_key, metrics, day, conn.dialect.name, members, upto)
-            result = conn.execute(query, execution_options=STREAM)
-            out.append(_latest_rows(result, [p.latest[m] for m in metrics], indexes, len(targets)))
     return out
 
 
@@ -294,25 +282,16 @@ def streams(conn: Connection, program_key: str, p: Plan, as_of: dt.date, data_un
 
 
 def _rows(result, names: list[list[Slot]], n: int) -> Stream:
+    """A scan's rows: each column feeds its slots; NULL (a latest column without a reading)
+    feeds none."""
     for row in result:
         envs: list[dict[str, float]] = [{} for _ in range(n)]
         for slots, v in zip(names, row[1:], strict=True):
-            for t, key in slots:
-                envs[t][key] = _clean(v)
-        yield row[0], envs
-
-
-def _latest_rows(result, keys: list[list[str]], indexes: list[int], n: int) -> Stream:
-    """Rows of ``latest_query``: a member's reading of each metric (NULL: none) feeds every
-    value key that takes it, in every target that reads that day."""
-    for row in result:
-        values: dict[str, float] = {}
-        for metric_keys, v in zip(keys, row[1:], strict=True):
             if v is not None:
-                number = _clean(v)
-                for key in metric_keys:
-                    values[key] = number
-        yield row[0], [values if i in indexes else {} for i in range(n)]
+                number = float(v)
+                for t, key in slots:
+                    envs[t][key] = number
+        yield row[0], envs
 
 
 class Merger:
@@ -358,13 +337,6 @@ class Scratch:
             table = self._store(conn, f"run_window{i}", query)
             self.tables.append(table)
             self.labels += [(table.c[f"v{j}"], slots) for j, slots in enumerate(names)]
-        if p.latest:
-            metrics = sorted(p.latest)
-            for i, (day, indexes) in enumerate(_latest_days(targets).items()):
-                table = self._store(conn, f"run_latest{i}", latest_query(program_key, metrics, day, dialect, members, upto))
-                self.tables.append(table)
-                self.labels += [(table.c[f"l{j}"], [(t, k) for t in indexes for k in p.latest[m]])
-                                for j, m in enumerate(metrics)]
         self._raw = {name: column for column, names in self.labels for name in names}
         self._conn, self._program_key = conn, program_key
         self._ranks: dict[tuple[int, str], tuple[ColumnElement, ColumnElement]] = {}
