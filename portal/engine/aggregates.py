@@ -2,8 +2,8 @@
 windows of every target (conditional aggregates), one for all-time windows and the latest
 readings of gauges.
 
-Each query returns one row per member, ordered by member id, so the run can merge the streams member by member without holding the population
-in memory.
+Each query returns one row per member, ordered by member id, so the run can merge the streams
+member by member without holding the population in memory.
 """
 
 from __future__ import annotations
@@ -216,11 +216,10 @@ def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: st
     history += [w for w in windowed if read.issuperset(w[1].metric)]
     windowed = [w for w in windowed if not read.issuperset(w[1].metric)]
     out = []
-    for bounded, wanted in ((False, history), (True, windowed)):
-        newest = {} if bounded else days
+    for bounded, wanted, newest in ((False, history, days), (True, windowed, {})):
         if not wanted and not newest:
             continue
-        metrics = {m for _, spec, _, _ in wanted for m in spec.metric} | (set() if bounded else set(p.latest))
+        metrics = {m for _, spec, _, _ in wanted for m in spec.metric} | (set(p.latest) if newest else set())
         lo = min(start for _, _, start, _ in wanted) if bounded else None
         hi = max([end for _, _, _, end in wanted] + list(newest))
         columns: dict[tuple, int] = {}
