@@ -129,11 +129,12 @@ def floor(url: str, path: Path) -> tuple[float, str]:
 
 def reference(url: str) -> float:
     """Bare table -> metric_rows in one SQL statement (after floor() loaded the bare table)."""
+    from portal.models.metrics import EVENT_CONFLICT
     cols = "member_id, metric, date, value, kind, event_id"
     if backend(url) == "sqlite":
         sql = (f"INSERT INTO metric_rows ({cols}) SELECT m.id, b.metric, b.date, CAST(b.value AS REAL), "
                f"NULLIF(b.kind, ''), NULLIF(b.id, '') FROM {BARE} b JOIN members m ON m.key = b.member "
-               "WHERE true ORDER BY b.rowid ON CONFLICT (member_id, metric, event_id) DO NOTHING")
+               f"WHERE true ORDER BY b.rowid ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
         conn = sqlite3.connect(sqlite_path(url), isolation_level=None)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -146,7 +147,7 @@ def reference(url: str) -> float:
         return seconds
     sql = (f"INSERT INTO metric_rows ({cols}) SELECT m.id, b.metric, b.date::date, b.value::float8, "
            f"NULLIF(b.kind, ''), NULLIF(b.id, '') FROM {BARE} b JOIN members m ON m.key = b.member "
-           "ON CONFLICT (member_id, metric, event_id) DO NOTHING")
+           f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
     with raw_connect(url) as conn:
         started = time.perf_counter()
         conn.execute(sql)

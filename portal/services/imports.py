@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import SEGMENTS, Enrolment, Member, MetricRow
+from ..models.metrics import EVENT_CONFLICT
 from . import ServiceError
 from . import programs as programs_service
 from .passwords import hash_password
@@ -399,8 +400,8 @@ def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
     table = MetricRow.__table__.name
     conn = session.connection().connection.driver_connection
     cur = conn.cursor()
-    # A larger page cache while inserting: a big batch touches many index pages at once (the
-    # metric/date index above all), and the default 2 MB cache would thrash.
+    # A larger page cache while inserting: a big batch touches many index pages at once, and
+    # the default 2 MB cache would thrash.
     cache = cur.execute("PRAGMA cache_size").fetchone()[0]
     if large and -SQLITE_IMPORT_CACHE_KB < cache < SQLITE_IMPORT_CACHE_KB // 4:
         cur.execute(f"PRAGMA cache_size=-{SQLITE_IMPORT_CACHE_KB}")
@@ -408,7 +409,7 @@ def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
         cur.executemany(
             # bandit B608: our own table/column names
             f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "  # nosec B608
-            "ON CONFLICT (member_id, metric, event_id) DO NOTHING",
+            f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING",
             rows,
         )
         return cur.rowcount
@@ -435,7 +436,7 @@ def _insert_postgres(session: Session, rows: Iterable[tuple]) -> int:
             cur.execute(
                 # bandit B608: constants
                 f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM portal_import_rows ORDER BY seq "  # nosec B608
-                "ON CONFLICT (member_id, metric, event_id) DO NOTHING"
+                f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING"
             )
             return cur.rowcount
         finally:

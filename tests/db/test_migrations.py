@@ -76,7 +76,7 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
     before = _rows(engine)
     assert len(before["evaluation_runs"]) == 1 and len(before["metric_rows"]) == 3 and len(before["members"]) == 2
     upgrade(engine)
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == "0005"
     after = _rows(engine)
     for table, rows in before.items():  # every old row, every old column, unchanged
         columns = rows[0].keys() if rows else ()
@@ -87,9 +87,18 @@ def test_a_database_of_the_previous_release_upgrades_without_loss(db_url):
     assert str(latest.pop("creator")) == "2026-10-31" and set(latest.values()) == {None}
     assert set(after) - set(before) == {"evidence_files", "login_sessions", "security_events", "metric_edits"}
     assert all(r["added_at"] != "None" for r in after["enrolments"])  # 0003 rebuilt the table on SQLite
+    # 0005: SQLite drops the (metric, date) index no statement reads there; PostgreSQL keeps it.
+    indexes = {i["name"] for i in inspect(engine).get_indexes("metric_rows")}
+    assert ("ix_metric_rows_metric_date_member" in indexes) == (engine.dialect.name == "postgresql")
+    assert {"ix_metric_rows_member_metric_date", "uq_metric_rows_event"} <= indexes
     with engine.begin() as conn:  # 0003's triggers count edits of metric rows
         conn.execute(text("UPDATE metric_rows SET value = value + 1 WHERE metric = 'video'"))
         assert conn.scalar(text("SELECT edits FROM metric_edits")) == 1
+    with session_factory(engine)() as s:  # 0005: a stored event is still a duplicate; a row without an id never is
+        rows = "member,metric,date,value,kind,id\nc001,video,2026-10-21,5,,e1\nc001,video,2026-10-21,5,,\n"
+        first, again = import_metrics_csv(s, rows), import_metrics_csv(s, rows)
+        s.commit()
+    assert (first.new, first.duplicates, again.new, again.duplicates) == (2, 0, 1, 1)
     with session_factory(engine)() as s:
         program, version = programs_service.definition(s, "creator")
         assert evaluate(s, program, version, today).evaluated == 2  # the upgraded database evaluates
@@ -115,3 +124,34 @@ def _rows(engine) -> dict[str, list[dict[str, str]]]:
         return {name: sorted(({k: repr(v) for k, v in row._mapping.items()} for row in conn.execute(table.select())),
                              key=repr)
                 for name, table in meta.tables.items() if name != "alembic_version"}
+
+
+def test_the_latest_migration_downgrades_and_upgrades_again(db_url):
+    """0005 undone: the full event constraint and the (metric, date) index come back (and
+    SQLite's rebuilt table keeps its edit triggers); upgrading again matches the models."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from portal.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO members (key, name, role, created_at) VALUES ('k1', 'K', 'member', :t)"),
+                     {"t": "2026-11-01 00:00:00"})
+        member_id = conn.scalar(text("SELECT id FROM members WHERE key = 'k1'"))
+        conn.execute(text("INSERT INTO metric_rows (member_id, metric, date, value, event_id) "
+                          "VALUES (:m, 'video', '2026-10-01', 1, 'e1')"), {"m": member_id})
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    assert current_revision(engine) == "0004"
+    inspector = inspect(engine)
+    assert "ix_metric_rows_metric_date_member" in {i["name"] for i in inspector.get_indexes("metric_rows")}
+    assert "uq_metric_rows_event" in {u["name"] for u in inspector.get_unique_constraints("metric_rows")}
+    with engine.begin() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM metric_rows WHERE event_id = 'e1'")) == 1
+        conn.execute(text("UPDATE metric_rows SET value = 2"))
+        assert conn.scalar(text("SELECT edits FROM metric_edits")) == 1
+    test_migrations_match_the_models(db_url)
