@@ -110,6 +110,33 @@ def floor_query(url: str, metrics: list[str], first: str, last: str, hint: str =
     return seconds, n
 
 
+def measure_floors(url: str, programs: list[str], first: str, last: str, repeats: int) -> dict[str, dict]:
+    """Every program's floor, before any run: on SQLite the fastest access path, with the
+    floor's own (metric, date) index built first and dropped after (the runs never pay for it)."""
+    sqlite = backend(url) == "sqlite"
+    paths = SQLITE_FLOOR_PATHS if sqlite else {"as planned": ""}
+    if sqlite:
+        with raw_connect(url) as conn:
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {FLOOR_INDEX} ON metric_rows (metric, date, member_id)")
+    floors: dict[str, dict] = {}
+    for p in programs:
+        metrics = program_metrics(url, p)
+        rows = metric_rows_of(url, metrics, first, last)
+        floor_query(url, metrics, first, last)  # warm-up (caches), untimed
+        by_path = {path: [floor_query(url, metrics, first, last, hint) for _ in range(repeats)]
+                   for path, hint in paths.items()}
+        best_of = {path: min(s for s, _ in runs) for path, runs in by_path.items()}
+        best = min(best_of, key=best_of.get)
+        floors[p] = {"metric_rows": rows, "floor_seconds": round(best_of[best], 2), "floor_path": best,
+                     "floor_all": {k: [round(s, 2) for s, _ in v] for k, v in by_path.items()}}
+        log(f"{p}: floor {best_of[best]:.2f}s ({best}; " + ", ".join(f"{k} {v:.2f}s" for k, v in best_of.items())
+            + f") over {rows} rows ({by_path[best][0][1]} members with rows)")
+    if sqlite:
+        with raw_connect(url) as conn:
+            conn.execute(f"DROP INDEX {FLOOR_INDEX}")
+    return floors
+
+
 def metric_rows_of(url: str, metrics: list[str], first: str, last: str) -> int:
     marks = ", ".join("?" if backend(url) == "sqlite" else "%s" for _ in metrics)
     ph = "?" if backend(url) == "sqlite" else "%s"
@@ -179,27 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                      "command": "python bench/evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                      "programs": {}}
     try:
-        paths = SQLITE_FLOOR_PATHS if backend(url) == "sqlite" else {"as planned": ""}
-        if backend(url) == "sqlite":
-            with raw_connect(url) as conn:
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {FLOOR_INDEX} ON metric_rows (metric, date, member_id)")
-        floors: dict[str, dict] = {}
-        for p in programs:  # every floor first: the runs must not pay for the floor's index
-            metrics = program_metrics(url, p)
-            rows = metric_rows_of(url, metrics, first, as_of)
-            by_path = {}
-            floor_query(url, metrics, first, as_of)  # warm-up (caches), untimed
-            for path, hint in paths.items():
-                by_path[path] = [floor_query(url, metrics, first, as_of, hint) for _ in range(max(1, a.floor_repeats))]
-            best = min(by_path, key=lambda k: min(s for s, _ in by_path[k]))
-            floor = min(s for s, _ in by_path[best])
-            floors[p] = {"metric_rows": rows, "floor_seconds": round(floor, 2), "floor_path": best,
-                         "floor_all": {k: [round(s, 2) for s, _ in v] for k, v in by_path.items()}}
-            log(f"{p}: floor {floor:.2f}s ({best}; " + ", ".join(f"{k} {min(s for s, _ in v):.2f}s" for k, v in by_path.items())
-                + f") over {rows} rows ({by_path[best][0][1]} members with rows)")
-        if backend(url) == "sqlite":
-            with raw_connect(url) as conn:
-                conn.execute(f"DROP INDEX {FLOOR_INDEX}")
+        floors = measure_floors(url, programs, first, as_of, max(1, a.floor_repeats))
         for p in programs:
             first_run = evaluate(url, p, day_before)
             log(f"{p}: first run (as of {day_before}) {first_run['seconds']:.2f}s, peak RSS "
