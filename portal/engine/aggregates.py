@@ -24,7 +24,6 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
-    case,
     cast,
     distinct,
     extract,
@@ -114,19 +113,19 @@ def _aggregate(spec: AggregateSpec, dialect: str, start: dt.date | None, end: dt
         terms.append(MR.c.date >= start)
     if end is not None:
         terms.append(MR.c.date <= end)
-    cond = and_(*terms) if terms else None
     if spec.agg == "count":
-        return func.count() if cond is None else func.sum(case((cond, 1), else_=0))
-    value = MR.c.value if cond is None else case((cond, MR.c.value))
-    if spec.agg == "sum":
-        return rounded(func.sum(value), dialect)
-    if spec.agg == "avg":
-        return rounded(func.avg(value), dialect)
-    if spec.agg == "max":
-        return rounded(func.max(value), dialect)
+        return _only_rows(func.count(), terms)
+    if spec.agg in ("sum", "avg", "max"):
+        return rounded(_only_rows(getattr(func, spec.agg)(MR.c.value), terms), dialect)
     # months_active: distinct calendar months with a row
     month = extract("year", MR.c.date) * 12 + extract("month", MR.c.date)
-    return func.count(distinct(month if cond is None else case((cond, month))))
+    return _only_rows(func.count(distinct(month)), terms)
+
+
+def _only_rows(aggregate, terms: list):
+    """``aggregate`` over the rows meeting every term: FILTER (WHERE ...) skips the others
+    before the aggregate sees them (SQLite and PostgreSQL), cheaper than a CASE per row."""
+    return aggregate.filter(and_(*terms)) if terms else aggregate
 
 
 # A target is one evaluation of the program's values: (as_of, data_until). The run needs one
@@ -234,32 +233,57 @@ def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: st
             slots[columns[same]].append(slot)
         # The latest readings ride on the history scan: their rows are read in the same pass
         # (NULL: no reading; the key is then left out, as for a member without rows).
+        keyed = []
         for day, indexes in newest.items():
             for metric in sorted(p.latest):
-                reading = _newest(metric, None if day == hi else day, dialect, metrics)
-                exprs.append(rounded(reading, dialect).label(f"v{len(exprs)}"))
+                if dialect == "sqlite":
+                    keyed.append(len(exprs))
+                exprs.append(_newest(metric, None if day == hi else day, dialect, metrics).label(f"v{len(exprs)}"))
                 slots.append([(t, key) for t in indexes for key in p.latest[metric]])
-        out.append((_scan(program_key, dialect, exprs, metrics, lo, hi, members, upto), slots))
+        scan = _scan(program_key, dialect, exprs, metrics, lo, hi, members, upto)
+        out.append((_read_newest(scan, keyed) if keyed else scan, slots))
     return out
 
 
-def _newest(metric: str, day: dt.date | None, dialect: str, scan_metrics: set[str]):
-    """The value of the member's newest reading of ``metric`` dated up to ``day`` (None: the
-    scan's own bound); ties on a date: the row stored last."""
+# SQLite keys a reading by its day, then its row id (ties on a day: the row stored last), as
+# one integer: days since 0001-01-01 times 2^40 plus the id (ids below 2^40, days below 2^23:
+# the key stays below 2^63). A member's greatest key is its newest reading, whose value is
+# then read by the key's row id, once per member: testing and comparing one integer per row
+# costs a quarter less of the scan than building and comparing a "date id value" string.
+# PostgreSQL's per-member lookups cost more than they save there (docs/performance.md, round 10).
+ID_SPAN = 2**40
+
+
+def _newest(metric: str, day: dt.date | None, dialect: str, scan_metrics: set[str]) -> ColumnElement:
+    """The member's newest reading of ``metric`` dated up to ``day`` (None: the scan's own
+    bound), NULL without one: its key (SQLite; ``_read_newest`` reads the value) or its value
+    (PostgreSQL)."""
     terms = [] if scan_metrics == {metric} else [MR.c.metric == metric]
     if day is not None:
         terms.append(MR.c.date <= day)
-    if dialect == "sqlite":
-        # Per metric, the greatest "date, id, value" string is the newest reading (ids
-        # zero-padded; %!.17g prints the value exactly), its value the tail.
-        key = func.printf("%s%015d%!.17g", MR.c.date, MR.c.id, MR.c.value)
-        return cast(func.substr(func.max(case((and_(*terms), key)) if terms else key), 26), Double)
+    if dialect == "sqlite":  # julianday: days since 4714 BC, a REAL ending in .5 for a date
+        day_number = cast(func.julianday(MR.c.date), Integer) - 1721425
+        return _only_rows(func.max(day_number * ID_SPAN + MR.c.id), terms)
     # PostgreSQL: the greatest (day, id, value) array is the newest reading (arrays compare
     # element by element; ids are exact as doubles up to 2^53) - a third faster than DISTINCT
     # ON, which sorts every reading, and it stays in the scan's parallel hash aggregate.
     reading = postgresql.array([cast(MR.c.date - literal(dt.date(2000, 1, 1)), Double), cast(MR.c.id, Double),
                                 MR.c.value])
-    return func.max(case((and_(*terms), reading)) if terms else reading)[3]
+    return rounded(_only_rows(func.max(reading), terms)[3], dialect)
+
+
+def _read_newest(scan: Select, keyed: list[int]) -> Select:
+    """``scan`` with its newest-reading keys (the columns at ``keyed``, counted after the
+    member id) replaced by the readings' values, each read by row id (SQLite)."""
+    inner = scan.subquery("scan")
+    member, *values = inner.c
+    columns: list[ColumnElement] = [member]
+    for j, column in enumerate(values):
+        if j in keyed:
+            reading = select(MR.c.value).where(MR.c.id == column % ID_SPAN).scalar_subquery()
+            column = func.round(reading, NDIGITS).label(column.name)
+        columns.append(column)
+    return select(*columns).order_by(member)
 
 
 Stream = Iterator[tuple[int, list[dict[str, float]]]]  # member id, one dict per target
@@ -366,11 +390,12 @@ class Scratch:
             table = cas.table
         else:
             # A rowid table keyed by member: the driver joins it with one lookup per member.
+            # Rows go in as they come: ordering them would sort the latest readings' scan.
             names = [c.name for c in query.selected_columns]
             table = Table(name, MetaData(), Column(names[0], Integer, primary_key=True),
                           *(Column(n, kind) for n in names[1:]), prefixes=["TEMPORARY"])
             table.create(conn)
-            conn.execute(insert(table).from_select(names, query))
+            conn.execute(insert(table).from_select(names, query.order_by(None)))
         return table
 
     def raw(self, target: int, key: str) -> ColumnElement:
