@@ -19,8 +19,13 @@ from .services.imports import ImportRejected
 
 def _cli_app() -> Flask:
     from . import create_app
+    from .db import UnsupportedDatabase
 
-    return create_app({"PORTAL_CLI": True})
+    try:
+        return create_app({"PORTAL_CLI": True})
+    except UnsupportedDatabase as exc:
+        fail(str(exc))
+        raise  # fail() exits; this only tells type checkers so
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ transaction that reads and then writes never fails half-way with SQLITE_BUSY, an
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -18,6 +19,21 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A pooled server connection idle at least this long is tested before use (see _ping_when_idle).
 PING_AFTER_IDLE_S = 5.0
+# RETURNING needs 3.35 (2021), aggregate FILTER 3.30: an older library fails on the first run.
+SQLITE_MIN = (3, 35, 0)
+
+
+class UnsupportedDatabase(RuntimeError):
+    pass
+
+
+def check_sqlite(version: tuple[int, ...] = sqlite3.sqlite_version_info) -> None:
+    """Refuse, with a message saying why, a SQLite library older than SQLITE_MIN."""
+    if tuple(version) < SQLITE_MIN:
+        raise UnsupportedDatabase(
+            f"Portal needs SQLite {'.'.join(map(str, SQLITE_MIN))} or newer; this Python's sqlite3 "
+            f"links SQLite {'.'.join(map(str, version))}. Use a Python built with a newer SQLite, or "
+            "PostgreSQL (PORTAL_DATABASE_URL).")
 
 
 def normalize_url(url: str) -> str:
@@ -33,6 +49,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        check_sqlite()
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = kwargs.pop("connect_args", {})

@@ -171,3 +171,23 @@ def test_programs_load_publishes_a_new_version_and_keeps_the_old(ready, tmp_path
                              .where(ProgramVersion.program_key == "scorecard").order_by(ProgramVersion.version)).all()
     assert [tuple(v) for v in versions] == [(1, "system"), (2, "alice")]
     assert "level S is unreachable" not in ready("programs", "lint", "scorecard").output
+
+
+def test_an_sqlite_older_than_3_35_is_refused_with_a_message(tmp_path):
+    """RETURNING and aggregate FILTER need SQLite 3.35: an older library is named, not met
+    with a traceback on the first run (Python's own sqlite3 decides the version)."""
+    import os
+    import subprocess
+    import sys
+
+    from portal.db import check_sqlite
+
+    check_sqlite((3, 35, 0))  # the oldest it accepts
+    code = ("import sys, sqlite3; sqlite3.sqlite_version_info = (3, 34, 1); "
+            "from portal.cli import main; sys.argv = ['portal', 'init']; main()")
+    env = {**os.environ, "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path}/p.db"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "needs SQLite 3.35.0 or newer" in r.stderr and "links SQLite 3.34.1" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "p.db").exists()
