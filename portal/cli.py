@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from flask import Flask, current_app
@@ -25,7 +26,6 @@ def _cli_app() -> Flask:
         return create_app({"PORTAL_CLI": True})
     except UnsupportedDatabase as exc:
         fail(str(exc))
-        raise  # fail() exits; this only tells type checkers so
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     cli.main(prog_name="portal")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 

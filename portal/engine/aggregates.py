@@ -87,15 +87,6 @@ def plan(program: Program, only: set[str] | None = None) -> Plan:
     return Plan(dict(by_window), dict(latest))
 
 
-def _condition(spec: AggregateSpec):
-    cond = MR.c.metric.in_(spec.metric) if len(spec.metric) > 1 else MR.c.metric == spec.metric[0]
-    if spec.kinds:
-        cond = cond & MR.c.kind.in_(spec.kinds)
-    if spec.exclude_kinds:
-        cond = cond & or_(MR.c.kind.is_(None), MR.c.kind.not_in(spec.exclude_kinds))
-    return cond
-
-
 def _aggregate(spec: AggregateSpec, dialect: str, start: dt.date | None, end: dt.date | None,
                scan_metrics: set[str] | None = None):
     """The aggregate of ``spec`` over its rows dated start..end (both inclusive, None: open).
@@ -233,15 +224,14 @@ def window_queries(program_key: str, p: Plan, targets: list[Target], dialect: st
             slots[columns[same]].append(slot)
         # The latest readings ride on the history scan: their rows are read in the same pass
         # (NULL: no reading; the key is then left out, as for a member without rows).
-        keyed = []
+        newest_at = set()
         for day, indexes in newest.items():
             for metric in sorted(p.latest):
-                if dialect == "sqlite":
-                    keyed.append(len(exprs))
+                newest_at.add(len(exprs))
                 exprs.append(_newest(metric, None if day == hi else day, dialect, metrics).label(f"v{len(exprs)}"))
                 slots.append([(t, key) for t in indexes for key in p.latest[metric]])
         scan = _scan(program_key, dialect, exprs, metrics, lo, hi, members, upto)
-        out.append((_read_newest(scan, keyed) if keyed else scan, slots))
+        out.append((_read_newest(scan, newest_at, dialect), slots))
     return out
 
 
@@ -272,16 +262,19 @@ def _newest(metric: str, day: dt.date | None, dialect: str, scan_metrics: set[st
     return rounded(_only_rows(func.max(reading), terms)[3], dialect)
 
 
-def _read_newest(scan: Select, keyed: list[int]) -> Select:
-    """``scan`` with its newest-reading keys (the columns at ``keyed``, counted after the
-    member id) replaced by the readings' values, each read by row id (SQLite)."""
+def _read_newest(scan: Select, newest_at: set[int], dialect: str) -> Select:
+    """``scan`` with the columns at ``newest_at`` (counted after the member id) turned into
+    readings: on SQLite they hold keys, replaced by the values read by row id; PostgreSQL's
+    already hold the values."""
+    if dialect != "sqlite" or not newest_at:
+        return scan
     inner = scan.subquery("scan")
     member, *values = inner.c
     columns: list[ColumnElement] = [member]
     for j, column in enumerate(values):
-        if j in keyed:
+        if j in newest_at:
             reading = select(MR.c.value).where(MR.c.id == column % ID_SPAN).scalar_subquery()
-            column = func.round(reading, NDIGITS).label(column.name)
+            column = rounded(reading, dialect).label(column.name)
         columns.append(column)
     return select(*columns).order_by(member)
 
