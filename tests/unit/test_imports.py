@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.models import Enrolment, Member, MetricRow
+from portal.services import imports
 from portal.services import programs as programs_service
 from portal.services.imports import (
     ImportRejected,
@@ -239,6 +240,24 @@ def test_metrics_csv_same_id_twice_in_one_file_counts_once(s):
 
     again = import_metrics_csv(s, text)  # the in-file duplicate and both stored ones
     assert (again.new, again.duplicates) == (0, 3)
+
+
+def test_metrics_csv_across_insert_statements_keeps_file_order_and_the_first_of_each_event(s):
+    # SQLite inserts SQLITE_INSERT_ROWS rows per statement: a repeated event in the same
+    # statement, in the next one and in the short last one must all lose to the first row.
+    n = imports.SQLITE_INSERT_ROWS
+    lines = [f"c1,video,2026-02-01,{i},,e{i}" for i in range(2 * n + 7)]
+    lines[3] = "c1,video,2026-02-01,3,,e0"  # same statement as e0
+    lines[n + 1] = "c1,video,2026-02-01,999,,e2"  # the next statement
+    lines[2 * n + 5] = "c1,video,2026-02-01,998,,e4"  # the last, short statement
+    lines[2 * n + 6] = "c2,video,2026-02-01,997,,e4"  # another member: another event
+    result = import_metrics_csv(s, csv_text(METRICS_HEADER, *lines))
+    s.commit()
+    assert (result.new, result.duplicates) == (2 * n + 4, 3)
+    stored = [(r[0], r[3], r[5]) for r in metric_rows(s)]
+    dropped = {3, n + 1, 2 * n + 5}
+    expected = [("c1", float(i), f"e{i}") for i in range(2 * n + 6) if i not in dropped] + [("c2", 997.0, "e4")]
+    assert stored == expected
 
 
 def test_metrics_csv_a_bad_row_stores_nothing_even_for_new_good_rows(s):
