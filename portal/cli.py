@@ -17,23 +17,53 @@ from .engine.lint import lint, lint_text
 from .services import ServiceError
 from .services.imports import ImportRejected
 
+_apps: list[Flask] = []  # the app the command ran in, for explaining a database error
+
 
 def _cli_app() -> Flask:
     from . import create_app
     from .db import UnsupportedDatabase
 
     try:
-        return create_app({"PORTAL_CLI": True})
+        app = create_app({"PORTAL_CLI": True})
     except UnsupportedDatabase as exc:
         fail(str(exc))
+    _apps.append(app)
+    return app
 
 
 def main() -> None:
+    from sqlalchemy.exc import DBAPIError
+
     cli = FlaskGroup(create_app=_cli_app, add_default_commands=False, add_version_option=False,
                      load_dotenv=False, help="Portal: creator and member level portal.")
     cli.add_command(shell_command)
     cli.add_command(routes_command)
-    cli.main(prog_name="portal")
+    try:
+        cli.main(prog_name="portal")
+    except DBAPIError as exc:  # the driver's message, not a traceback (bad input, CONTRACT.md)
+        fail(database_problem(exc, _apps[-1] if _apps else None))
+
+
+def database_problem(exc: Exception, app: Flask | None) -> str:
+    """What to tell the operator when a command failed in the database: an uninitialised one
+    (the commonest case: `portal import` before `portal init`) gets the command that fixes it."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from .migrate import current_revision
+
+    orig = getattr(exc, "orig", None) or exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if app is not None:
+        try:
+            initialised = current_revision(app.extensions["portal.db"].engine) is not None
+        except DBAPIError:
+            return f"cannot use the database: {detail}"
+        if not initialised:
+            return "the database has no Portal schema yet: run `portal init` first"
+    if isinstance(exc, OperationalError):
+        return f"cannot use the database: {detail}"
+    return f"database error: {detail}"
 
 
 def fail(message: str) -> NoReturn:

@@ -191,3 +191,28 @@ def test_an_sqlite_older_than_3_35_is_refused_with_a_message(tmp_path):
     assert "needs SQLite 3.35.0 or newer" in r.stderr and "links SQLite 3.34.1" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "p.db").exists()
+
+
+def _portal(url: str, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PORTAL_DATABASE_URL": url}
+    code = f"import sys; from portal.cli import main; sys.argv = ['portal', *{list(args)!r}]; main()"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_command_before_init_names_portal_init_instead_of_a_traceback(db_url, tmp_path):
+    for args in (("import", "metrics", write(tmp_path, "x.csv", METRICS)), ("evaluate",), ("programs", "list")):
+        r = _portal(db_url, *args)
+        assert r.returncode == 1, args
+        assert "error: the database has no Portal schema yet: run `portal init` first" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_an_unreachable_database_is_named_not_a_traceback(tmp_path):
+    r = _portal("postgresql://portal@127.0.0.1:9/portal?connect_timeout=5", "programs", "list")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: cannot use the database: ") and "127.0.0.1" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
