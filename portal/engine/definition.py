@@ -487,7 +487,7 @@ def value_order(program: Program) -> list[str]:
     return order
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 7x faster than pure Python
     """Safe YAML without implicit timestamps: a date-looking scalar stays text, so a bad one is
     reported at its field (pydantic parses the date fields that want dates)."""
 
