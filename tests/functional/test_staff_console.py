@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import io
 import re
+from html import unescape
 
 import pytest
 from sqlalchemy import func, select, update
@@ -880,3 +881,27 @@ def test_every_member_row_links_to_that_members_file(demo, staff):
     assert links and all(href == f"/staff/members/{key}" for key, href in links)
     key, href = links[0]
     assert key in staff.get(href).get_data(as_text=True)
+
+
+def test_member_list_cells_are_escaped_and_program_columns_shown(demo, staff):
+    now = dt.datetime.now(dt.UTC)
+    with db(demo) as s:
+        m = Member(key="q.1", name='<b>Bold</b> & "Co"', email="o'neil@example.com", role="member", created_at=now,
+                   industry="<i>tech</i>")
+        s.add(m)
+        s.flush()
+        s.add(Enrolment(member_id=m.id, program_key="member", enrolled_on=TODAY))
+        s.add(Standing(member_id=m.id, program_key="member", level="gold", status="active", as_of=TODAY,
+                       values={}, program_version=1, score=12345.5))
+        s.commit()
+    html = staff.get("/staff/members?text=q.1").get_data(as_text=True)
+    row = re.search(r'<tr data-member="q\.1" data-id="\d+">(.*?)</tr>', html, re.S).group(1)
+    assert "<b>" not in row and "<i>" not in row and '"Co"' not in row and "o'neil" not in row
+    cells = [unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+    assert cells == ['<a href="/staff/members/q.1">q.1</a>', '<b>Bold</b> & "Co"', "o'neil@example.com", "member",
+                     "", "<i>tech</i>", ""]  # no program chosen: no level columns
+    with_program = staff.get("/staff/members?text=q.1&program=member").get_data(as_text=True)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", re.search(r'<tr data-member="q\.1".*?</tr>', with_program, re.S).group(0))
+    assert cells[-4:] == ["gold", "", "active", "1.23万"]  # zh_CN by default
+    empty = staff.get("/staff/members?text=nobody-matches-this").get_data(as_text=True)
+    assert 'data-results="0"' in empty and "<tr data-member" not in empty
