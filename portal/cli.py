@@ -52,18 +52,16 @@ def database_problem(exc: Exception, app: Flask | None) -> str:
 
     from .migrate import current_revision
 
-    orig = getattr(exc, "orig", None) or exc
-    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     if app is not None:
         try:
-            initialised = current_revision(app.extensions["portal.db"].engine) is not None
+            if current_revision(app.extensions["portal.db"].engine) is None:
+                return "the database has no Portal schema yet: run `portal init` first"
         except DBAPIError:
-            return f"cannot use the database: {detail}"
-        if not initialised:
-            return "the database has no Portal schema yet: run `portal init` first"
-    if isinstance(exc, OperationalError):
-        return f"cannot use the database: {detail}"
-    return f"database error: {detail}"
+            pass  # not reachable at all: the driver's own message below says why
+    orig = getattr(exc, "orig", None) or exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    kind = "cannot use the database" if isinstance(exc, OperationalError) else "database error"
+    return f"{kind}: {detail}"
 
 
 def fail(message: str) -> NoReturn:

@@ -82,13 +82,13 @@ def member_rows(rows: list, with_program: bool) -> Markup:
     out = []
     for id_, key, name, email, role, business_type, industry, scale, level, sub_class, status, score in rows:
         k = _cell(key)
-        out.append(f'<tr data-member="{k}" data-id="{int(id_)}">\n      <td><a href="{_cell(member_url(key))}">{k}</a>'
-                   f"</td><td>{_cell(name)}</td><td>{_cell(email)}</td><td>{_cell(role)}</td>\n"
-                   f"      <td>{_cell(business_type)}</td><td>{_cell(industry)}</td><td>{_cell(scale)}</td>")
+        out.append(f'<tr data-member="{k}" data-id="{int(id_)}"><td><a href="{_cell(member_url(key))}">{k}</a></td>'
+                   f"<td>{_cell(name)}</td><td>{_cell(email)}</td><td>{_cell(role)}</td><td>{_cell(business_type)}</td>"
+                   f"<td>{_cell(industry)}</td><td>{_cell(scale)}</td>")
         if with_program:
             out.append(f"<td>{_cell(level or '-')}</td><td>{_cell(sub_class)}</td><td>{_cell(status)}</td>"
                        f'<td class="num">{_cell(num(score)) if score is not None else ""}</td>')
-        out.append("\n    </tr>\n")
+        out.append("</tr>\n")
     return Markup("".join(out))  # noqa: S704  # nosec B704 - every cell escaped above
 
 
