@@ -8,11 +8,13 @@ transaction that reads and then writes never fails half-way with SQLITE_BUSY, an
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import JSON, Engine, Table, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,6 +118,39 @@ def dialect_insert(session: Session, table):
     from sqlalchemy.dialects import postgresql, sqlite
 
     return (sqlite if is_sqlite(session) else postgresql).insert(table)
+
+
+def copy_insert(session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence], conflict: str = "") -> int:
+    """PostgreSQL: INSERT ``rows`` (values in ``columns`` order) in their order, through COPY
+    into a temporary table and one INSERT ... SELECT, inside the session's transaction;
+    returns how many were inserted (``conflict``: e.g. ``ON CONFLICT (...) DO NOTHING``).
+    A multi-row INSERT of thousands of rows (SQLAlchemy's executemany) costs several times
+    more: psycopg rewrites each such statement's placeholders in Python, uncached because
+    the statement is long (docs/performance.md, round 12). JSON columns take Python values."""
+    encoded = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    names = ", ".join(f'"{c}"' for c in columns)  # quoted: "on" is a keyword
+    conn = session.connection().connection.driver_connection
+    with conn.cursor() as cur:
+        # The table's own column types, without its constraints; the names are our metadata's.
+        cur.execute(f"CREATE TEMPORARY TABLE portal_copy AS SELECT 0::bigint AS portal_seq, {names} "  # nosec B608
+                    f"FROM {table.name} WITH NO DATA")
+        try:
+            with cur.copy(f"COPY portal_copy (portal_seq, {names}) FROM STDIN") as copy:
+                write = copy.write_row
+                if encoded:
+                    for seq, row in enumerate(rows):
+                        values = list(row)
+                        for i in encoded:
+                            values[i] = json.dumps(values[i])  # as SQLAlchemy's JSON type stores it (None: null)
+                        write((seq, *values))
+                else:
+                    for seq, row in enumerate(rows):
+                        write((seq, *row))
+            cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM portal_copy "  # nosec B608
+                        f"ORDER BY portal_seq {conflict}")
+            return cur.rowcount
+        finally:
+            cur.execute("DROP TABLE IF EXISTS portal_copy")
 
 
 def read_only(engine: Engine) -> Engine:

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db import dialect_insert
+from ..db import copy_insert, dialect_insert
 from ..models import (
     OPEN_STATES,
     AuditEntry,
@@ -676,10 +676,8 @@ class _Writer:
         s = self.session
         if self.new_standings:
             self.inserted += len(self.new_standings)
-            s.execute(
-                insert(ST),
-                [{**{k: v for k, v in r.items() if k != "m_id"}, "member_id": r["m_id"], "program_key": self.program.key} for r in self.new_standings],
-            )
+            self._insert(ST, [{**{k: v for k, v in r.items() if k != "m_id"}, "member_id": r["m_id"],
+                               "program_key": self.program.key} for r in self.new_standings])
         if self.standing_updates:
             older = ST.c.as_of < self.as_of  # keep the previous *period* across same-day re-runs
             s.execute(
@@ -693,7 +691,7 @@ class _Writer:
                 execution_options={"synchronize_session": False},
             )
         if self.change_inserts:
-            s.execute(insert(LC), self.change_inserts)
+            self._insert(LC, self.change_inserts)
         if self.change_updates:
             s.execute(
                 update(LC).where(LC.c.id == bindparam("c_id")).values(
@@ -737,11 +735,28 @@ class _Writer:
             s.execute(update(BI).where(mine, open_ | perk).values(state="revoked", closed_on=day),
                       self.revoke_alls, execution_options={"synchronize_session": False})
         if self.items:
-            stmt = dialect_insert(s, BI).on_conflict_do_nothing(
-                index_elements=["member_id", "program_key", "benefit_key", "tier", "period"]).returning(BI.c.id)
-            self.issued += len(s.execute(stmt, self.items).all())
+            self.issued += self._insert(BI, self.items, ["member_id", "program_key", "benefit_key", "tier", "period"],
+                                        count=True)
         if self.notes:
-            s.execute(dialect_insert(s, NT).on_conflict_do_nothing(index_elements=["member_id", "dedup_key"]), self.notes)
+            self._insert(NT, self.notes, ["member_id", "dedup_key"])
+
+    def _insert(self, table: Table, rows: list[dict], skip_conflicts: list[str] | None = None,
+                count: bool = False) -> int:
+        """INSERT rows (dicts with the same keys), skipping those that conflict on
+        ``skip_conflicts``; returns how many were inserted (with ``count``, or on PostgreSQL)."""
+        s = self.session
+        if s.get_bind().dialect.name == "postgresql":
+            columns = list(rows[0])
+            conflict = f"ON CONFLICT ({', '.join(skip_conflicts)}) DO NOTHING" if skip_conflicts else ""
+            return copy_insert(s, table, columns, ([r[c] for c in columns] for r in rows), conflict)
+        if skip_conflicts is None:
+            s.execute(insert(table), rows)
+            return len(rows)
+        stmt = dialect_insert(s, table).on_conflict_do_nothing(index_elements=skip_conflicts)
+        if not count:
+            s.execute(stmt, rows)
+            return 0
+        return len(s.execute(stmt.returning(*table.primary_key), rows).all())
 
 
 def refresh_statistics(session: Session) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from ..db import copy_insert
 from ..models import SEGMENTS, Enrolment, Member, MetricRow
 from ..models.metrics import EVENT_CONFLICT
 from . import ServiceError
@@ -430,28 +431,10 @@ def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
 
 
 def _insert_postgres(session: Session, rows: Iterable[tuple]) -> int:
-    """COPY into a temporary table, then one INSERT ... SELECT in file order (the first of
-    repeated events wins, as with SQLite) skipping conflicts; all in the session's transaction."""
-    table = MetricRow.__table__.name
-    conn = session.connection().connection.driver_connection
-    with conn.cursor() as cur:
-        cur.execute(
-            "CREATE TEMPORARY TABLE portal_import_rows (seq bigint, member_id bigint, metric text, date date, "
-            "value double precision, kind text, event_id text) ON COMMIT DROP"
-        )
-        try:
-            with cur.copy(f"COPY portal_import_rows (seq, {_COLUMNS}) FROM STDIN") as copy:
-                write = copy.write_row
-                for seq, row in enumerate(rows):
-                    write((seq, *row))
-            cur.execute(
-                # bandit B608: constants
-                f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM portal_import_rows ORDER BY seq "  # nosec B608
-                f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING"
-            )
-            return cur.rowcount
-        finally:
-            cur.execute("DROP TABLE IF EXISTS portal_import_rows")
+    """COPY, then one INSERT ... SELECT in file order (the first of repeated events wins, as
+    with SQLite) skipping conflicts; all in the session's transaction."""
+    columns = [c.strip() for c in _COLUMNS.split(",")]
+    return copy_insert(session, MetricRow.__table__, columns, rows, f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
 
 
 def import_metric_rows(session: Session, rows: Iterable[tuple[RowError | None, str, int, dict[str, Any]]]) -> MetricsResult:
