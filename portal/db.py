@@ -132,25 +132,26 @@ def copy_insert(session: Session, table: Table, columns: Sequence[str], rows: It
     conn = session.connection().connection.driver_connection
     with conn.cursor() as cur:
         # The table's own column types, without its constraints; the names are our metadata's.
+        # No DROP on failure: the failed statement aborted the transaction, and its rollback
+        # takes the table with it (a DROP now would only hide the error).
         cur.execute(f"CREATE TEMPORARY TABLE portal_copy AS SELECT 0::bigint AS portal_seq, {names} "  # nosec B608
                     f"FROM {table.name} WITH NO DATA")
-        try:
-            with cur.copy(f"COPY portal_copy (portal_seq, {names}) FROM STDIN") as copy:
-                write = copy.write_row
-                if encoded:
-                    for seq, row in enumerate(rows):
-                        values = list(row)
-                        for i in encoded:
-                            values[i] = json.dumps(values[i])  # as SQLAlchemy's JSON type stores it (None: null)
-                        write((seq, *values))
-                else:
-                    for seq, row in enumerate(rows):
-                        write((seq, *row))
-            cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM portal_copy "  # nosec B608
-                        f"ORDER BY portal_seq {conflict}")
-            return cur.rowcount
-        finally:
-            cur.execute("DROP TABLE IF EXISTS portal_copy")
+        with cur.copy(f"COPY portal_copy (portal_seq, {names}) FROM STDIN") as copy:
+            write = copy.write_row
+            if encoded:
+                for seq, row in enumerate(rows):
+                    values = list(row)
+                    for i in encoded:
+                        values[i] = json.dumps(values[i])  # as SQLAlchemy's JSON type stores it (None: null)
+                    write((seq, *values))
+            else:
+                for seq, row in enumerate(rows):
+                    write((seq, *row))
+        cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM portal_copy "  # nosec B608
+                    f"ORDER BY portal_seq {conflict}")
+        inserted = cur.rowcount
+        cur.execute("DROP TABLE portal_copy")
+        return inserted
 
 
 def read_only(engine: Engine) -> Engine:
