@@ -129,29 +129,29 @@ def copy_insert(session: Session, table: Table, columns: Sequence[str], rows: It
     the statement is long (docs/performance.md, round 12). JSON columns take Python values."""
     encoded = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
     names = ", ".join(f'"{c}"' for c in columns)  # quoted: "on" is a keyword
-    conn = session.connection().connection.driver_connection
-    with conn.cursor() as cur:
-        # The table's own column types, without its constraints; the names are our metadata's.
-        # No DROP on failure: the failed statement aborted the transaction, and its rollback
-        # takes the table with it (a DROP now would only hide the error).
-        cur.execute(f"CREATE TEMPORARY TABLE portal_copy AS SELECT 0::bigint AS portal_seq, {names} "  # nosec B608
-                    f"FROM {table.name} WITH NO DATA")
-        with cur.copy(f"COPY portal_copy (portal_seq, {names}) FROM STDIN") as copy:
-            write = copy.write_row
-            if encoded:
-                for seq, row in enumerate(rows):
-                    values = list(row)
-                    for i in encoded:
-                        values[i] = json.dumps(values[i])  # as SQLAlchemy's JSON type stores it (None: null)
-                    write((seq, *values))
-            else:
-                for seq, row in enumerate(rows):
-                    write((seq, *row))
-        cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM portal_copy "  # nosec B608
-                    f"ORDER BY portal_seq {conflict}")
-        inserted = cur.rowcount
-        cur.execute("DROP TABLE portal_copy")
-        return inserted
+    conn = session.connection()
+    # The table's own column types, without its constraints; the names are our metadata's.
+    # The statements around the COPY go through SQLAlchemy, so its events see them (statement
+    # counts, logging). No DROP on failure: the failed statement aborted the transaction,
+    # and its rollback takes the table with it (a DROP now would only hide the error).
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE portal_copy AS SELECT 0::bigint AS portal_seq, {names} "  # nosec B608
+                         f"FROM {table.name} WITH NO DATA")
+    with conn.connection.driver_connection.cursor() as cur, \
+            cur.copy(f"COPY portal_copy (portal_seq, {names}) FROM STDIN") as copy:
+        write = copy.write_row
+        if encoded:
+            for seq, row in enumerate(rows):
+                values = list(row)
+                for i in encoded:
+                    values[i] = json.dumps(values[i])  # as SQLAlchemy's JSON type stores it (None: null)
+                write((seq, *values))
+        else:
+            for seq, row in enumerate(rows):
+                write((seq, *row))
+    inserted = conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM portal_copy "  # nosec B608
+                                    f"ORDER BY portal_seq {conflict}").rowcount
+    conn.exec_driver_sql("DROP TABLE portal_copy")
+    return inserted
 
 
 def read_only(engine: Engine) -> Engine:
