@@ -17,10 +17,12 @@ LC = LevelChange.__table__
 NOW = dt.datetime(2026, 12, 6, 8, 30, tzinfo=dt.UTC)
 
 
+# copy_insert is PostgreSQL's (SQLite inserts through its own path): these tests run on it only.
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
+
 @pytest.fixture
-def pg(world, backend):
-    if backend != "postgres":
-        pytest.skip("copy_insert is PostgreSQL's (SQLite inserts through its own path)")
+def pg(world):
     world.load_programs()
     world.member("a", "member")
     world.member("b", "member")
