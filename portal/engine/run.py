@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db import copy_insert, dialect_insert
+from ..db import copy_insert, dialect_insert, is_sqlite
 from ..models import (
     OPEN_STATES,
     AuditEntry,
@@ -745,7 +745,7 @@ class _Writer:
         """INSERT rows (dicts with the same keys), skipping those that conflict on
         ``skip_conflicts``; returns how many were inserted (with ``count``, or on PostgreSQL)."""
         s = self.session
-        if s.get_bind().dialect.name == "postgresql":
+        if not is_sqlite(s):
             columns = list(rows[0])
             conflict = f"ON CONFLICT ({', '.join(skip_conflicts)}) DO NOTHING" if skip_conflicts else ""
             return copy_insert(s, table, columns, ([r[c] for c in columns] for r in rows), conflict)

@@ -394,7 +394,8 @@ class _MetricBatch:
         return result
 
 
-_COLUMNS = "member_id, metric, date, value, kind, event_id"
+_ROW_COLUMNS = ("member_id", "metric", "date", "value", "kind", "event_id")  # the order of the stored tuples
+_COLUMNS = ", ".join(_ROW_COLUMNS)
 
 
 def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
@@ -433,8 +434,7 @@ def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
 def _insert_postgres(session: Session, rows: Iterable[tuple]) -> int:
     """COPY, then one INSERT ... SELECT in file order (the first of repeated events wins, as
     with SQLite) skipping conflicts; all in the session's transaction."""
-    columns = [c.strip() for c in _COLUMNS.split(",")]
-    return copy_insert(session, MetricRow.__table__, columns, rows, f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
+    return copy_insert(session, MetricRow.__table__, _ROW_COLUMNS, rows, f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
 
 
 def import_metric_rows(session: Session, rows: Iterable[tuple[RowError | None, str, int, dict[str, Any]]]) -> MetricsResult:
