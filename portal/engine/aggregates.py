@@ -73,12 +73,12 @@ def _numeric_round(expr) -> ColumnElement:
     return cast(func.round(cast(expr, Numeric), NDIGITS), Double)
 
 
-# Below FAST_BELOW the 15 digits keep at least NDIGITS + 1 decimals, so the numeric value x'
-# differs from x by < 0.005 units of the last kept decimal, and x * 10^NDIGITS in doubles by
-# < 0.0012 more. Where that product is farther than FAST_MARGIN from a half, both round to the
-# same integer k, and k / 10^NDIGITS in doubles is the nearest double to k * 10^-NDIGITS, which
-# is what the numeric route returns: the same double, bit for bit (tests/unit/test_rounding.py).
-# Halves (0.0078125), near-halves and large values take the numeric route.
+# Below FAST_BELOW the 15 digits keep at least NDIGITS + 2 decimals, so the numeric value
+# differs from x by < 0.005 units of 10^-NDIGITS, and x * 10^NDIGITS in doubles by < 0.001 more.
+# Where that product is farther than FAST_MARGIN from a half, both round to the same integer
+# k, and k / 10^NDIGITS in doubles is the nearest double to k * 10^-NDIGITS, which is what the
+# numeric route returns: the same double, bit for bit (tests/unit/test_rounding.py). Halves
+# (0.0078125), near-halves and larger values take the numeric route.
 FAST_BELOW = 1e7
 FAST_MARGIN = 0.01
 
