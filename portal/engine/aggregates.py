@@ -81,19 +81,19 @@ def _numeric_round(expr) -> ColumnElement:
 # (0.0078125), near-halves and larger values take the numeric route.
 FAST_BELOW = 1e7
 FAST_MARGIN = 0.01
+_SCALE = _f8(10.0**NDIGITS)
 
 
 def _fast_route(expr) -> ColumnElement:
     """True where doubles round ``expr`` exactly as ``_numeric_round`` does."""
-    scaled = func.abs(expr) * _f8(10.0**NDIGITS)
+    scaled = func.abs(expr) * _SCALE
     return and_(func.abs(expr) < _f8(FAST_BELOW), func.abs(scaled - func.floor(scaled) - _f8(0.5)) > _f8(FAST_MARGIN))
 
 
 def _rounded_postgresql(expr) -> ColumnElement:
     """``_numeric_round(expr)``, computed in doubles where that gives the same result."""
-    scale = _f8(10.0**NDIGITS)
     # + 0: a negative value rounded to zero gives -0.0 in doubles, 0.0 by the numeric route
-    return case((_fast_route(expr), func.round(expr * scale, type_=Double) / scale + _f8(0)),
+    return case((_fast_route(expr), func.round(expr * _SCALE, type_=Double) / _SCALE + _f8(0)),
                 else_=_numeric_round(expr))
 
 
