@@ -76,8 +76,8 @@ AUDIT_MARGIN = dt.timedelta(minutes=5)
 # enrolment) refreshes that table's planner statistics: until autovacuum comes by, PostgreSQL
 # plans with the old row counts (an empty table's) and picked a scan of every issued perk for
 # each member's ledger update (docs/performance.md, E9). Only when the rows are also this share
-# of what the planner knows of the table, as autovacuum's own analyze threshold: a daily run's
-# 3% more items changes no plan, and analysing four large tables cost it 0.9 s (round 14).
+# of what the planner knows of the table, autovacuum's own analyze threshold: a daily run's 3%
+# more items stays under it, and analysing four large tables cost that run about 1 s (round 14).
 ANALYZE_AFTER = 10_000
 ANALYZE_SHARE = 0.1
 RUN_WORK_MEM = "256MB"  # PostgreSQL's work_mem for a run's read transaction
@@ -597,7 +597,6 @@ class _Writer:
         self.revoke_alls: list[dict] = []
         self.pending = 0
         self.issued = 0
-        self.inserted = 0  # new standings
         self.written: collections.Counter[str] = collections.Counter()  # rows inserted, by table
         self.batch_size = BATCH
         self.keep_values = population_ranked(program)
@@ -679,7 +678,6 @@ class _Writer:
     def flush(self) -> None:
         s = self.session
         if self.new_standings:
-            self.inserted += len(self.new_standings)
             self._insert(ST, [{**{k: v for k, v in r.items() if k != "m_id"}, "member_id": r["m_id"],
                                "program_key": self.program.key} for r in self.new_standings])
         if self.standing_updates:

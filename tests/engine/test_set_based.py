@@ -220,8 +220,8 @@ def test_a_run_that_inserts_many_rows_refreshes_the_planner_statistics(world, mo
 
 
 def test_a_run_analyses_a_table_only_when_its_new_rows_are_a_tenth_of_what_the_statistics_know(world, monkeypatch):
-    """As autovacuum's analyze threshold: a daily run's few percent more rows change no plan,
-    and analysing every large table it wrote cost the member program's daily run 0.9 s."""
+    """Autovacuum's own analyze threshold: a daily run's few percent more rows stay under it
+    (analysing every large table it wrote cost the member program's daily run about 1 s)."""
     from portal.engine import run
 
     monkeypatch.setattr(run, "ANALYZE_AFTER", 1)
