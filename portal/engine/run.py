@@ -762,10 +762,10 @@ class _Writer:
         return len(s.execute(stmt.returning(*table.primary_key), rows).all())
 
 
-def refresh_statistics(session: Session, written: Mapping[str, int]) -> list[str]:
+def refresh_statistics(session: Session, written: Mapping[str, int]) -> None:
     """ANALYZE, inside the caller's transaction, each table of ``written`` (rows inserted, by
     table) that got at least ANALYZE_AFTER rows and ANALYZE_SHARE of the rows its statistics
-    know; returns their names. SQLite samples (analysis_limit) so a large table costs
+    know. SQLite samples (analysis_limit) so a large table costs
     milliseconds, as PostgreSQL's ANALYZE does."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     stale = [t for t in WRITTEN_TABLES if written.get(t, 0) >= ANALYZE_AFTER
@@ -775,7 +775,6 @@ def refresh_statistics(session: Session, written: Mapping[str, int]) -> list[str
     for table in stale:
         # The names are the constants above, never input.
         session.execute(text(f"ANALYZE {table}"))  # nosec B608
-    return stale
 
 
 def _planner_rows(session: Session, table: str, sqlite: bool) -> float:
