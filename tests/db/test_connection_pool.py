@@ -35,8 +35,9 @@ def _drop(admin, pid: int) -> None:
     """The server ends the pooled connection's session, as a restart would."""
     with admin.connect() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
-        # the backend is gone once pg_stat_activity no longer lists it
-        for _ in range(100):
+        # the backend is gone once pg_stat_activity no longer lists it; up to 10 s, because a
+        # loaded host once took more than 2 s to reap one (a CI run of 17f0cb0)
+        for _ in range(500):
             if not conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).first():
                 return
             conn.execute(text("SELECT pg_sleep(0.02)"))
