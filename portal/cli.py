@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
+from flask.cli import ScriptInfo, routes_command, shell_command, with_appcontext
 
 from .engine.definition import text_of
 from .engine.lint import lint, lint_text
@@ -20,12 +20,18 @@ from .services.imports import ImportRejected
 _apps: list[Flask] = []  # the app the command ran in, for explaining a database error
 
 
+# The commands that serve or inspect the site; every other command runs in an app without it
+# (create_app(web=False)), whose imports are a fifth of a command's start-up (performance.md).
+WEB_COMMANDS = frozenset({"demo", "run", "routes", "shell"})
+
+
 def _cli_app() -> Flask:
     from . import create_app
     from .db import UnsupportedDatabase
 
+    ctx = click.get_current_context(silent=True)
     try:
-        app = create_app({"PORTAL_CLI": True})
+        app = create_app({"PORTAL_CLI": True}, web=ctx is None or ctx.info_name in WEB_COMMANDS)
     except UnsupportedDatabase as exc:
         fail(str(exc))
     _apps.append(app)
@@ -35,12 +41,16 @@ def _cli_app() -> Flask:
 def main() -> None:
     from sqlalchemy.exc import DBAPIError
 
-    cli = FlaskGroup(create_app=_cli_app, add_default_commands=False, add_version_option=False,
-                     load_dotenv=False, help="Portal: creator and member level portal.")
+    # A plain click group holding the commands itself: resolving a command or printing the help
+    # builds no app (Flask's FlaskGroup builds one to look up app.cli), and no third-party plugin
+    # commands are imported. with_appcontext builds the app when a command runs.
+    cli = click.Group("portal", help="Portal: creator and member level portal.")
+    for command in COMMANDS:
+        cli.add_command(command)
     cli.add_command(shell_command)
     cli.add_command(routes_command)
     try:
-        cli.main(prog_name="portal")
+        cli.main(prog_name="portal", obj=ScriptInfo(create_app=_cli_app, load_dotenv_defaults=False))
     except DBAPIError as exc:  # the driver's message, not a traceback (bad input, CONTRACT.md)
         fail(database_problem(exc, _apps[-1] if _apps else None))
 
@@ -70,7 +80,7 @@ def fail(message: str) -> NoReturn:
 
 
 def session():
-    from .extensions import db
+    from .database import db
 
     return db.factory()
 
@@ -96,23 +106,13 @@ def read_text(path: str) -> str:
 
 
 def register(app: Flask) -> None:
-    app.cli.add_command(init_command)
-    app.cli.add_command(demo_command)
-    app.cli.add_command(import_group)
-    app.cli.add_command(programs_group)
-    app.cli.add_command(evaluate_command)
-    app.cli.add_command(standing_command)
-    app.cli.add_command(run_command)
-    app.cli.add_command(scheduler_command)
-    app.cli.add_command(grant_command)
-    app.cli.add_command(tokens_group)
-    app.cli.add_command(webhooks_group)
-    app.cli.add_command(backup_command)
-    app.cli.add_command(restore_command)
+    """The commands on app.cli too, for Flask's test runner (app.test_cli_runner())."""
+    for command in COMMANDS:
+        app.cli.add_command(command)
 
 
 def init_database(app: Flask) -> list:
-    from .extensions import db
+    from .database import db
     from .migrate import upgrade
     from .services.programs import load_builtins
 
@@ -141,8 +141,8 @@ def init_command() -> None:
 @with_appcontext
 def demo_command(port: int, host: str, no_serve: bool) -> None:
     """Create the embedded database, load demo data, print logins and serve the site."""
+    from .database import db
     from .demo import load_demo
-    from .extensions import db
 
     app = current_app._get_current_object()
     init_database(app)
@@ -582,7 +582,7 @@ def webhooks_deliver() -> None:
 @with_appcontext
 def backup_command(file: str) -> None:
     """Copy the embedded SQLite database to FILE while it runs (PostgreSQL: pg_dump)."""
-    from .extensions import db
+    from .database import db
     from .services.backup import backup
 
     try:
@@ -598,7 +598,7 @@ def backup_command(file: str) -> None:
 @with_appcontext
 def restore_command(file: str, yes: bool) -> None:
     """Replace the embedded SQLite database with a backup (stop the site and scheduler first)."""
-    from .extensions import db
+    from .database import db
     from .services.backup import restore
 
     if not yes and not click.confirm("This replaces the whole database. Continue?"):
@@ -608,3 +608,8 @@ def restore_command(file: str, yes: bool) -> None:
     except ServiceError as exc:
         fail(exc.message)
     click.echo(f"restored from {file}")
+
+
+COMMANDS = (init_command, demo_command, import_group, programs_group, evaluate_command, standing_command,
+            run_command, scheduler_command, grant_command, tokens_group, webhooks_group, backup_command,
+            restore_command)

@@ -15,10 +15,8 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..models import EvaluationRun, JobRun
 from .definitions import JobSpec, jobs_for
 from .lock import LeaderLock
+
+if TYPE_CHECKING:  # APScheduler is imported where a scheduler starts, not by `portal evaluate`
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger("portal.scheduler")
 JR = JobRun.__table__
@@ -209,12 +210,14 @@ def queue_webhooks(session: Session, summary) -> int:
 
 
 def _scheduler_for(app) -> Scheduler:
-    from ..extensions import db
+    from ..database import db
 
     return Scheduler(db.factory)
 
 
 def _add_tick(aps, app) -> None:
+    from apscheduler.triggers.interval import IntervalTrigger
+
     scheduler = _scheduler_for(app)
 
     def tick() -> None:
@@ -226,6 +229,8 @@ def _add_tick(aps, app) -> None:
 
 
 def start_background(app) -> BackgroundScheduler:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     aps = BackgroundScheduler(timezone="UTC")
     _add_tick(aps, app)
     aps.start()
@@ -234,6 +239,8 @@ def start_background(app) -> BackgroundScheduler:
 
 
 def run_blocking(app) -> None:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
     aps = BlockingScheduler(timezone="UTC")
     _add_tick(aps, app)
     log.info("scheduler started (%s)", holder_name())

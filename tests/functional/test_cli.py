@@ -216,3 +216,43 @@ def test_an_unreachable_database_is_named_not_a_traceback(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("error: cannot use the database: ") and "127.0.0.1" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_help_lists_the_commands_without_building_the_app(tmp_path):
+    """`portal --help` needs no app: it works even with a database the app would refuse, and
+    offers no third-party plugin commands (flask-limiter's)."""
+    r = _portal("mysql://nobody@127.0.0.1/portal", "--help")
+    assert r.returncode == 0, r.stderr
+    commands = {line.split()[0] for line in r.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"init", "demo", "import", "programs", "evaluate", "standing", "scheduler", "run", "tokens", "grant",
+            "webhooks", "backup", "restore", "routes", "shell"} <= commands
+    assert "limiter" not in commands
+
+
+_LOADED = ("import atexit, sys; atexit.register(lambda: print('LOADED', sorted({m.split('.')[0] + "
+           "('.web' if m.startswith('portal.web') else '') for m in sys.modules}), file=sys.stderr)); ")
+
+
+def _modules_loaded(url: str, *args: str) -> tuple[int, str]:
+    import os
+    import subprocess
+    import sys
+
+    code = _LOADED + f"from portal.cli import main; sys.argv = ['portal', *{list(args)!r}]; main()"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PORTAL_DATABASE_URL": url},
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stderr.split("LOADED")[-1] + r.stdout
+
+
+def test_a_command_that_does_not_serve_the_site_imports_none_of_it(ready, app, tmp_path):
+    """Start-up time (docs/performance.md, round 15): evaluate and import build an app without the
+    site's blueprints and web extensions, and without APScheduler; `routes` still has them all."""
+    url = app.config["DATABASE_URL"]
+    for args in (("evaluate", "--as-of", "2026-10-31"), ("import", "members", write(tmp_path, "m.csv", MEMBERS))):
+        rc, loaded = _modules_loaded(url, *args)
+        assert rc == 0, (args, loaded)
+        for web_only in ("'portal.web'", "'flask_limiter'", "'flask_wtf'", "'flask_login'", "'flask_babel'",
+                         "'apscheduler'"):
+            assert web_only not in loaded, (args, web_only, loaded)
+    rc, out = _modules_loaded(url, "routes")
+    assert rc == 0 and "'portal.web'" in out and "/api/v1/members/<member>/benefits" in out, out
