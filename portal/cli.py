@@ -30,6 +30,8 @@ def _cli_app() -> Flask:
     from .db import UnsupportedDatabase
 
     ctx = click.get_current_context(silent=True)
+    while ctx is not None and ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent  # `portal import metrics` -> `import`: judge the top-level command
     try:
         app = create_app({"PORTAL_CLI": True}, web=ctx is None or ctx.info_name in WEB_COMMANDS)
     except UnsupportedDatabase as exc:
