@@ -388,18 +388,19 @@ def _rank_tables(conn: Connection, program_key: str, scratch: aggregates.Scratch
     each period (the scratch's first targets), read from the run's aggregates - only the
     columns and values the ranked values need."""
     keys = calc.source_aggregates
+    n = len(keys)
     columns = [scratch.raw(t, k) for t in range(len(periods)) for k in keys]
-    collected = [{k: [] for k in calc.rank_sources} for _ in periods]
+    collected: list[list[list[float]]] = [[[] for _ in calc.rank_sources] for _ in periods]
     population = 0
     stmt = select(EN.c.member_id, *columns).where(EN.c.program_key == program_key)
     for row in conn.execute(scratch.join(stmt, EN.c.member_id), execution_options=aggregates.STREAM):
         population += 1
         values = [float(v) for v in row[1:]]
-        for t, out in enumerate(collected):
-            env = calc.compute_sources(dict(zip(keys, values[t * len(keys):(t + 1) * len(keys)], strict=True)))
-            for k in calc.rank_sources:
-                out[k].append(env[k])
-    return {p: {k: RankTable(v, population) for k, v in by_key.items()} for p, by_key in zip(periods, collected, strict=True)}
+        for t, lists in enumerate(collected):
+            for out, value in zip(lists, calc.source_values(values[t * n:(t + 1) * n]), strict=True):
+                out.append(value)
+    return {p: {k: RankTable(out, population) for k, out in zip(calc.rank_sources, lists, strict=True)}
+            for p, lists in zip(periods, collected, strict=True)}
 
 
 def evaluate(
