@@ -413,6 +413,10 @@ class Scratch:
             self._ranks[(target, key)] = (table.c.r, table.c.n)
         return self._ranks[(target, key)]
 
+    def ranked(self, target: int, key: str) -> tuple[ColumnElement, ColumnElement] | None:
+        """The (rank, population) columns ``rank`` made for a value of ``target``, if it did."""
+        return self._ranks.get((target, key))
+
     def _store(self, conn: Connection, name: str, query: Select, kind=Double) -> Table:
         if conn.dialect.name == "postgresql":
             # CREATE TABLE AS may scan in parallel (an INSERT ... SELECT may not).

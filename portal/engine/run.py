@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..db import copy_insert, dialect_insert, is_sqlite
 from ..models import (
@@ -55,7 +56,7 @@ from ..models import Program as ProgramRow
 from . import aggregates, ledger, notices, quiet
 from .definition import Program
 from .rules import all_met, downgrade_reasons, number, rows
-from .scores import Calculator, RankTable, population_ranked
+from .scores import Calculator, KnownRank, RankCuts, RankTable, population_ranked
 from .transitions import Held, blacklist_hits, decide, eligible, sub_class
 from .windows import previous_period_end
 
@@ -189,9 +190,10 @@ def _periods(program: Program, as_of: dt.date) -> list[dt.date]:
 
 
 def _driver(conn: Connection, program_key: str, members: Select | None = None,
-            scratch: aggregates.Scratch | None = None, look=None):
+            scratch: aggregates.Scratch | None = None, look=None, extra: Sequence[ColumnElement] = ()):
     """Every enrolled member (or ``members``) in member order with its stored standing; with
-    ``scratch``, its aggregates too (the row's last columns, in ``scratch.columns`` order);
+    ``scratch``, its aggregates too (after the standing, in ``scratch.columns`` order, then
+    ``extra``: columns of the scratch's tables);
     with ``look``, only the members that condition selects."""
     stmt = (
         select(
@@ -225,7 +227,7 @@ def _driver(conn: Connection, program_key: str, members: Select | None = None,
         .order_by(EN.c.member_id)
     )
     if scratch is not None:
-        stmt = scratch.join(stmt.add_columns(*scratch.columns), EN.c.member_id)
+        stmt = scratch.join(stmt.add_columns(*scratch.columns, *extra), EN.c.member_id)
     if look is not None:
         stmt = stmt.where(look)
     return conn.execute(stmt, execution_options=aggregates.STREAM)
@@ -403,6 +405,35 @@ def _rank_tables(conn: Connection, program_key: str, scratch: aggregates.Scratch
             for p, lists in zip(periods, collected, strict=True)}
 
 
+def _sql_ranks(scratch: aggregates.Scratch, calc: Calculator,
+               periods: list[dt.date]) -> list[tuple[ColumnElement, ColumnElement]] | None:
+    """The (rank, population) columns the sift ranked in SQL for every period and ranked value
+    (in period, then ``calc.rank_sources`` order), or None if any is missing. SQL's RANK() is
+    over the same values Python computes (quiet.py declines a value it cannot match exactly,
+    e.g. a round() near a tie), so a decided member's rank need not be found in a table of
+    everyone's values: that pass was 1.2 s of the scorecard's daily run at 1M (round 16)."""
+    out = []
+    for t in range(len(periods)):
+        for key in calc.rank_sources:
+            columns = scratch.ranked(t, key)
+            if columns is None:
+                return None
+            out.append(columns)
+    return out
+
+
+def _known_ranks(row: Sequence[Any], calc: Calculator, periods: list[dt.date],
+                 cuts: RankCuts) -> dict[dt.date, dict[str, KnownRank]]:
+    """One member's ranks per period from its driver row's rank columns (``_sql_ranks`` order)."""
+    keys, out, i = calc.rank_sources, {}, 0
+    for p in periods:
+        by_key = out[p] = {}
+        for key in keys:
+            by_key[key] = KnownRank(row[i], row[i + 1], cuts)
+            i += 2
+    return out
+
+
 def evaluate(
     session: Session,
     program: Program,
@@ -466,8 +497,6 @@ def evaluate(
         if forecast:
             targets.append((forecast_on, as_of))
         scratch = aggregates.Scratch(conn, program.key, plan, targets, members)
-        # Ranks of each period's population; the forecast has none (Calculator: 0).
-        ranks = _rank_tables(conn, program.key, scratch, calc, periods) if calc.rank_keys else {}
         look = None
         if skip_quiet:
             context = quiet.Context(program, version, as_of, prior, conn.dialect.name, len(targets) - 1 if forecast else None)
@@ -475,11 +504,20 @@ def evaluate(
             if members is None:  # a restricted run has not the population to rank
                 ranked = lambda t, key, value: scratch.rank(t, key, value) if t < len(periods) else None  # noqa: E731
             look = quiet.compile_look(context, STORED_COLUMNS, scratch.raw, len(targets), ranked)
-        for row in _driver(conn, program.key, members, scratch, look):
+        # Ranks of each period's population; the forecast has none (Calculator: 0). Where the
+        # sift ranked the population in SQL, each decided member's rank comes with its row;
+        # otherwise a pass over everyone's values ranks them in Python.
+        known = _sql_ranks(scratch, calc, periods) if calc.rank_keys and members is None else None
+        ranks = _rank_tables(conn, program.key, scratch, calc, periods) if calc.rank_keys and known is None else {}
+        cuts = RankCuts()
+        width = DRIVER_COLUMNS + len(scratch.columns)
+        for row in _driver(conn, program.key, members, scratch, look, [c for pair in known or () for c in pair]):
             held = _held(row, as_of)
             rerun = row.as_of is not None and row.as_of == as_of
             stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)
-            values = scratch.envs(row[DRIVER_COLUMNS:])
+            values = scratch.envs(row[DRIVER_COLUMNS:width])
+            if known is not None:
+                ranks = _known_ranks(row[width:], calc, periods, cuts)
             envs = [calc.compute(v, ranks.get(p)) for v, p in zip(values, periods, strict=False)]
             outcome = decide_member(program, held, envs, as_of)
             _count(summary, program, stored, outcome, row.key)

@@ -19,7 +19,30 @@ from .definition import (
 from .rules import compare
 
 Env = dict[str, float]
-_NO_RANKS: dict[str, RankTable] = {}  # read only: a value ranked without tables is 0
+_NO_RANKS: dict[str, RankTable | KnownRank] = {}  # read only: a value ranked without tables is 0
+
+
+class RankCuts:
+    """A rank bucket's cuts as the last rank each admits, for a population size: p = rank / N
+    <= share exactly, i.e. rank <= floor(share * N) with the share as the fraction it is
+    written as (0.1 is 1/10). Worked out once per (spec, N), not per member: a Fraction per
+    cut per member was 18 us a call (docs/performance.md, round 16)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, int], tuple[RankBucketSpec, list[tuple[int, float]]]] = {}
+
+    def score(self, rank: int, population: int, spec: RankBucketSpec) -> float:
+        entry = self._last.get((id(spec), population))
+        if entry is None or entry[0] is not spec:
+            last = []
+            for cut in spec.cuts:
+                share = Fraction(str(cut.share))
+                last.append((share.numerator * population // share.denominator, float(cut.score)))
+            entry = self._last[(id(spec), population)] = (spec, last)
+        for limit, score in entry[1]:
+            if rank <= limit:
+                return score
+        return float(spec.otherwise)
 
 
 class RankTable:
@@ -28,7 +51,7 @@ class RankTable:
     def __init__(self, values: list[float], population: int):
         self._ascending = sorted(values)
         self.population = population
-        self._cuts: dict[int, tuple[RankBucketSpec, list[tuple[int, float]]]] = {}
+        self._cuts = RankCuts()
 
     def rank(self, value: float) -> int:
         greater = len(self._ascending) - bisect.bisect_right(self._ascending, value)
@@ -37,24 +60,22 @@ class RankTable:
     def score(self, value: float, spec: RankBucketSpec) -> float:
         if value <= 0 or self.population == 0:
             return 0.0  # "a member whose value is 0 scores 0"
-        rank = self.rank(value)
-        for last, score in self._last_ranks(spec):
-            if rank <= last:
-                return score
-        return float(spec.otherwise)
+        return self._cuts.score(self.rank(value), self.population, spec)
 
-    def _last_ranks(self, spec: RankBucketSpec) -> list[tuple[int, float]]:
-        """Each cut as the last rank it admits: p = rank / N <= share exactly, i.e. rank <=
-        floor(share * N) with the share as the fraction it is written as (0.1 is 1/10). Worked
-        out once per table, not per member (a Fraction per cut per member was 18 us a call)."""
-        entry = self._cuts.get(id(spec))
-        if entry is None or entry[0] is not spec:
-            cuts = []
-            for cut in spec.cuts:
-                share = Fraction(str(cut.share))
-                cuts.append((share.numerator * self.population // share.denominator, float(cut.score)))
-            entry = self._cuts[id(spec)] = (spec, cuts)
-        return entry[1]
+
+class KnownRank:
+    """One member's rank and population as the database ranked them (RANK() over the same
+    values, engine/quiet.py), scored as ``RankTable`` scores: no table of everyone's values."""
+
+    __slots__ = ("_cuts", "population", "rank")
+
+    def __init__(self, rank: int, population: int, cuts: RankCuts):
+        self.rank, self.population, self._cuts = rank, population, cuts
+
+    def score(self, value: float, spec: RankBucketSpec) -> float:
+        if value <= 0 or self.population == 0:
+            return 0.0  # as RankTable
+        return self._cuts.score(self.rank, self.population, spec)
 
 
 def population_ranked(program: Program) -> bool:
@@ -71,7 +92,7 @@ class Calculator:
         self.aggregate_keys = [k for k in program.values if isinstance(program.value_spec(k), AggregateSpec)]
         self.rank_keys = [k for k in program.values if isinstance(program.value_spec(k), RankBucketSpec)]
         self.rank_sources = sorted({program.value_spec(k).of for k in self.rank_keys})
-        self._steps: list[tuple[str, Callable[[Env, dict[str, RankTable]], float]]] = []
+        self._steps: list[tuple[str, Callable[[Env, dict[str, RankTable | KnownRank]], float]]] = []
         for key in value_order(program):
             spec = program.value_spec(key)
             if isinstance(spec, ExprSpec):
@@ -100,7 +121,7 @@ class Calculator:
             env[key] = fn(env, _NO_RANKS)
         return [env[k] for k in self.rank_sources]
 
-    def compute(self, aggregates: dict[str, float], ranks: dict[str, RankTable] | None = None) -> Env:
+    def compute(self, aggregates: dict[str, float], ranks: dict[str, RankTable | KnownRank] | None = None) -> Env:
         env: Env = {k: aggregates.get(k, 0.0) for k in self.aggregate_keys}
         ranks = ranks or {}
         for key, fn in self._steps:
@@ -108,7 +129,7 @@ class Calculator:
         return env
 
 
-def _rank(env: Env, ranks: dict[str, RankTable], spec: RankBucketSpec) -> float:
+def _rank(env: Env, ranks: dict[str, RankTable | KnownRank], spec: RankBucketSpec) -> float:
     table = ranks.get(spec.of)
     return table.score(env[spec.of], spec) if table else 0.0
 

@@ -20,6 +20,7 @@ from portal.services import programs as programs_service
 from portal.services import staff as staff_service
 
 from ..helpers import NOW
+from .test_set_based import recording
 from .test_properties import (
     BASE,
     PROPERTY,
@@ -188,6 +189,31 @@ def test_population_ranks_are_sifted_in_sql_and_a_rank_move_sends_the_moved_to_p
     changed = {k for k in scores if after[k] != scores[k]}
     assert "s0" in changed and len(changed) > 1  # others moved down a cut without new rows
     assert len(changed) <= moved.decided < moved.evaluated  # the customers whose ranks held stay quiet
+
+
+def test_a_sifted_ranked_run_takes_each_decided_customers_rank_from_sql(world):
+    """Where the sift ranked the population in SQL, a decided customer's rank comes with its
+    row: no pass reads every customer's values into Python (1.2 s of the scorecard's daily
+    run at 1M), and the ranks, ties at a cut included, score as Python's table does."""
+    world.load_programs()
+    day = BASE - dt.timedelta(days=40)
+    # 20 customers, one purchase each: s1 and s2 tie at rank 2 - the last rank the top cut
+    # (share 0.1 of 20) admits - so both are in it (ranks 1, 2, 2, 4, ...).
+    amounts = [9000, 8000, 8000, 7000] + [100 * (i + 1) for i in range(16)]
+    for i, amount in enumerate(amounts):
+        world.member(f"s{i}", "scorecard")
+        world.add(f"s{i}", "consultation", day, 1)
+        world.add(f"s{i}", "transaction", day, amount)
+    with recording(world) as seen:
+        first = both_ways(world, "scorecard", BASE - dt.timedelta(days=1))
+    assert first.decided == first.evaluated == 20
+    values = {f"s{i}": world.stored(f"s{i}", "scorecard").values for i in range(4)}
+    assert [values[f"s{i}"]["amount_rank_score"] for i in range(4)] == [100, 100, 100, 80]
+    # The reference ran the pass (its statement: every enrolled customer's values, no
+    # standings); the sifted run did not.
+    passes = [s for s in seen if s.startswith("SELECT enrolments.member_id,") and "standings" not in s
+              and "rank()" not in s.lower()]
+    assert len(passes) == 1, passes
 
 
 def test_a_ranked_program_rewrites_a_standing_whose_values_moved_while_level_and_score_held(world):
