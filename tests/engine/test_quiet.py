@@ -20,7 +20,6 @@ from portal.services import programs as programs_service
 from portal.services import staff as staff_service
 
 from ..helpers import NOW
-from .test_set_based import recording
 from .test_properties import (
     BASE,
     PROPERTY,
@@ -30,6 +29,7 @@ from .test_properties import (
     _program,
     _reset,
 )
+from .test_set_based import recording
 
 SKIP = {"id", "run_id", "created_at", "started_at", "finished_at", "marked_at", "duration_ms", "evaluated_run_id",
         "evaluated_at", "read_at"}
