@@ -411,7 +411,8 @@ def _sql_ranks(scratch: aggregates.Scratch, calc: Calculator,
     (in period, then ``calc.rank_sources`` order), or None if any is missing. SQL's RANK() is
     over the same values Python computes (quiet.py declines a value it cannot match exactly,
     e.g. a round() near a tie), so a decided member's rank need not be found in a table of
-    everyone's values: that pass was 1.2 s of the scorecard's daily run at 1M (round 16)."""
+    everyone's values: that pass was 1.2 s of the scorecard's daily run at 1M
+    (docs/performance.md, rounds 5 and 16)."""
     out = []
     for t in range(len(periods)):
         for key in calc.rank_sources:
