@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import select
@@ -139,20 +141,26 @@ def wait_until_serving(base: str, proc=None, seconds: float = 60) -> None:
         time.sleep(0.2)
 
 
-def page_statements(app, client, path: str) -> list[str]:
-    """The SQL statements one GET of ``path`` issues (it must answer 200)."""
+@contextlib.contextmanager
+def recording(engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` issues inside the block (whitespace collapsed)."""
     from sqlalchemy import event
 
-    engine = app.extensions["portal.db"].engine
     seen: list[str] = []
 
-    def count(_conn, _cursor, statement, _params, _context, _executemany):
-        seen.append(statement)
+    def record(_conn, _cursor, statement, _params, _context, _executemany):
+        seen.append(" ".join(statement.split()))
 
-    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", record)
     try:
-        response = client.get(path)
+        yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def page_statements(app, client, path: str) -> list[str]:
+    """The SQL statements one GET of ``path`` issues (it must answer 200)."""
+    with recording(app.extensions["portal.db"].engine) as seen:
+        response = client.get(path)
     assert response.status_code == 200, (path, response.status_code)
     return seen

@@ -31,7 +31,11 @@ class RankCuts:
     def __init__(self) -> None:
         self._last: dict[tuple[int, int], tuple[RankBucketSpec, list[tuple[int, float]]]] = {}
 
-    def score(self, rank: int, population: int, spec: RankBucketSpec) -> float:
+    def score(self, value: float, rank: int, population: int, spec: RankBucketSpec) -> float:
+        """The score of ``value`` at ``rank`` of ``population`` (rank is read only for a value
+        above 0: "a member whose value is 0 scores 0")."""
+        if value <= 0 or population == 0:
+            return 0.0
         entry = self._last.get((id(spec), population))
         if entry is None or entry[0] is not spec:
             last = []
@@ -58,9 +62,7 @@ class RankTable:
         return greater + 1
 
     def score(self, value: float, spec: RankBucketSpec) -> float:
-        if value <= 0 or self.population == 0:
-            return 0.0  # "a member whose value is 0 scores 0"
-        return self._cuts.score(self.rank(value), self.population, spec)
+        return self._cuts.score(value, self.rank(value) if value > 0 else 0, self.population, spec)
 
 
 class KnownRank:
@@ -73,9 +75,7 @@ class KnownRank:
         self.rank, self.population, self._cuts = rank, population, cuts
 
     def score(self, value: float, spec: RankBucketSpec) -> float:
-        if value <= 0 or self.population == 0:
-            return 0.0  # as RankTable
-        return self._cuts.score(self.rank, self.population, spec)
+        return self._cuts.score(value, self.rank, self.population, spec)
 
 
 def population_ranked(program: Program) -> bool:

@@ -19,7 +19,7 @@ from portal.models import Program as ProgramRow
 from portal.services import programs as programs_service
 from portal.services import staff as staff_service
 
-from ..helpers import NOW
+from ..helpers import NOW, recording
 from .test_properties import (
     BASE,
     PROPERTY,
@@ -29,7 +29,6 @@ from .test_properties import (
     _program,
     _reset,
 )
-from .test_set_based import recording
 
 SKIP = {"id", "run_id", "created_at", "started_at", "finished_at", "marked_at", "duration_ms", "evaluated_run_id",
         "evaluated_at", "read_at"}
@@ -204,7 +203,7 @@ def test_a_sifted_ranked_run_takes_each_decided_customers_rank_from_sql(world):
         world.member(f"s{i}", "scorecard")
         world.add(f"s{i}", "consultation", day, 1)
         world.add(f"s{i}", "transaction", day, amount)
-    with recording(world) as seen:
+    with recording(world.s.get_bind()) as seen:
         first = both_ways(world, "scorecard", BASE - dt.timedelta(days=1))
     assert first.decided == first.evaluated == 20
     values = {f"s{i}": world.stored(f"s{i}", "scorecard").values for i in range(4)}

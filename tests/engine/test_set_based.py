@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
-from sqlalchemy import event
 
 from portal.engine.definition import BUILTIN_KEYS
 
-
-@contextlib.contextmanager
-def recording(world):
-    """The SQL statements issued inside the block (whitespace collapsed)."""
-    engine = world.s.get_bind()
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from ..helpers import recording
 
 
 def statements_for(world, program: str, as_of: str) -> int:
-    with recording(world) as seen:
+    with recording(world.s.get_bind()) as seen:
         world.evaluate(program, as_of)
     return len(seen)
 
@@ -121,7 +104,7 @@ def test_an_incremental_rerun_reads_the_changed_members_once(world):
     populate(world, "a", 5, "creator")
     world.evaluate("creator", "2026-10-31")
     world.add("a2", "video", "2026-10-25", 50_000)
-    with recording(world) as seen:
+    with recording(world.s.get_bind()) as seen:
         assert world.evaluate("creator", "2026-10-31").reexamined == 1
     assert sum("metric_rows.id >" in s for s in seen) == 1
     assert sum("FROM changed_members" in s for s in seen) >= 2
@@ -244,7 +227,7 @@ def test_a_run_reads_the_metric_rows_in_at_most_two_scans(world, program):
     world.add("a1", "verified", "2026-10-01", 1)
     world.add("a1", "followers", "2026-10-01", 10)
     world.evaluate(program, "2026-10-30")
-    with recording(world) as seen:
+    with recording(world.s.get_bind()) as seen:
         world.evaluate(program, "2026-10-31")
     scans = [s for s in seen if "metric_rows" in s and "GROUP BY" in s]
     # member: purchases over every window and the gauges are all read by the history scan
