@@ -15,7 +15,7 @@ import re
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -40,6 +40,10 @@ LOOKUP_CHUNK = 5000
 WRITE_CHUNK = 10_000
 SQLITE_IMPORT_CACHE_KB = 65536  # page cache while inserting a large batch (SQLite)
 SQLITE_INSERT_ROWS = 500  # rows per INSERT: 3,000 parameters, far below SQLite's 32,766 (3.32+)
+# What a CSV body must not hold to be split with str.split: a quote, a NUL, and every character
+# str.strip() removes (str.isspace()) but the line end.
+_NOT_PLAIN = '"\x00\t\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680' + "".join(map(chr, range(0x2000, 0x200B))) \
+    + "\u2028\u2029\u202f\u205f\u3000"
 
 
 @dataclass
@@ -105,7 +109,8 @@ class _CsvFile:
     def __init__(self, text: str, required: tuple[str, ...], optional: tuple[str, ...]):
         if text.startswith("\ufeff"):
             text = text[1:]
-        self.reader = csv.reader(io.StringIO(text, newline=""))
+        self._io = io.StringIO(text, newline="")
+        self.reader = csv.reader(self._io)
         self.header: list[str] = []
         self.error = self._read_header(required, optional)
 
@@ -135,6 +140,23 @@ class _CsvFile:
             return RowError("line 1", "; ".join(parts) + f" (expected {','.join(required)}[,{','.join(optional)}])", line=1)
         self.header = header
         return None
+
+    def numbered_rows(self) -> Iterator[tuple[int, list[str]]]:
+        """(line, stripped fields) of every data row after a good header, blank lines
+        included (no field, or only empty ones); a csv.Error is raised where the file stops
+        being readable. A body without quotes, NULs or whitespace other than line ends (what
+        programs export) is split with str.split: csv's fields exactly, with nothing to
+        strip, at 40% of csv.reader's cost (docs/performance.md, round 17)."""
+        reader = self.reader
+        at = self._io.tell()
+        rest = self._io.read()
+        if "\r" in rest:
+            rest = rest.replace("\r\n", "\n")  # a lone \r ends a line too: left to csv below
+        lines = rest.split("\n")
+        if not any(c in rest for c in _NOT_PLAIN) and max(map(len, lines)) <= csv.field_size_limit():
+            return enumerate(map(str.split, lines, repeat(",")), reader.line_num + 1)
+        self._io.seek(at)
+        return ((reader.line_num, [f.strip() for f in fields]) for fields in reader)
 
     def rows(self) -> Iterator[tuple[RowError | None, int, list[str]]]:
         """Yield (error, line, stripped fields); blank lines are skipped."""
@@ -265,29 +287,51 @@ def _check_metric(raw: dict[str, Any], metrics: set[str]) -> tuple[_Metric | Non
 
 
 def member_ids(session: Session, keys: Iterable[str]) -> dict[str, int]:
+    """The ids of those of ``keys`` that are members. Plain SQL on the session's connection:
+    SQLAlchemy's expanding IN and result rows for thousands of keys cost more than the lookup
+    itself (50,000 keys: SQLite 0.13 s -> 0.05 s, round 17)."""
     keys = sorted(set(keys))
+    conn = session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    table = Member.__table__.name
     out: dict[str, int] = {}
-    for i in range(0, len(keys), LOOKUP_CHUNK):
-        chunk = keys[i : i + LOOKUP_CHUNK]
-        out.update(session.execute(select(Member.key, Member.id).where(Member.key.in_(chunk))).all())
+    cur = conn.connection.cursor()
+    try:
+        for i in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[i : i + LOOKUP_CHUNK]
+            # bandit B608: our own table name and placeholders; the keys are bound (PostgreSQL:
+            # as one array, which psycopg does not rewrite placeholder by placeholder)
+            if sqlite:
+                cur.execute(f"SELECT key, id FROM {table} WHERE key IN ({', '.join(['?'] * len(chunk))})", chunk)  # nosec B608
+            else:
+                cur.execute(f"SELECT key, id FROM {table} WHERE key = ANY(%s)", (chunk,))  # nosec B608
+            out.update(cur.fetchall())
+    finally:
+        cur.close()
     return out
 
 
 class _MetricBatch:
-    """Checked rows waiting to be stored, compactly: (member key, metric, ISO date, value,
-    kind, event id) tuples with repeated strings shared, and each row's line (CSV) or index
-    (API) in a parallel array for the unknown-member errors."""
+    """Checked rows waiting to be stored, as one flat list of their values in ``_ROW_COLUMNS``
+    order, the member's key first (its id once resolved): the SQLite inserts bind slices of
+    it, with no tuple per row to build. No kind or event id is '', not None: the sqlite3
+    module binds None through its adapter lookup, six times a string's cost (round 17).
+    Repeated strings are shared; each row's line (CSV) or index (API) is kept in a parallel
+    array for the unknown-member errors."""
 
     def __init__(self, metrics: set[str], csv_lines: bool):
         self.metrics = {m: m for m in metrics}
         self.metric_set = set(metrics)
         self.csv_lines = csv_lines
         self.errors: list[RowError] = []
-        self.rows: list[tuple[str, str, str, float, str | None, str | None]] = []
+        self.values: list[Any] = []
         self.numbers = array("q")
         self._keys: dict[str, str] = {}
         self._dates: dict[str, str] = {}
         self._kinds: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.numbers)
 
     def where(self, number: int) -> str:
         return f"line {number}" if self.csv_lines else f"rows[{number}]"
@@ -298,9 +342,8 @@ class _MetricBatch:
     def add(self, number: int, member: str, metric: str, date: str, value: float, kind: str | None,
             event_id: str | None) -> None:
         member = self._keys.setdefault(member, member)
-        if kind is not None:
-            kind = self._kinds.setdefault(kind, kind)
-        self.rows.append((member, metric, date, value, kind, event_id))
+        kind = self._kinds.setdefault(kind, kind) if kind else ""
+        self.values.extend((member, metric, date, value, kind, event_id or ""))
         self.numbers.append(number)
 
     def add_checked(self, number: int, raw: dict[str, Any]) -> None:
@@ -326,38 +369,38 @@ class _MetricBatch:
         """Every data row of a CSV file. The loop is the fast path for well-formed rows and does
         exactly the checks of ``_check_metric``; any other row (blank, wrong field count, a
         failed check) goes through ``_odd_row`` and ``_check_metric`` for its reasons."""
-        header, reader, width = f.header, f.reader, len(f.header)
+        header, width = f.header, len(f.header)
         im, imet, idate, ivalue = (header.index(c) for c in METRIC_COLUMNS)
         ikind = header.index("kind") if "kind" in header else None
         iid = header.index("id") if "id" in header else None
         metrics, dates, keys, kinds, date = self.metrics, self._dates, self._keys, self._kinds, self.date
-        rows_append, numbers_append, isfinite = self.rows.append, self.numbers.append, math.isfinite
+        extend, numbers_append, isfinite = self.values.extend, self.numbers.append, math.isfinite
         try:
-            for fields in reader:
+            for number, fields in f.numbered_rows():
                 if len(fields) != width:
-                    self._odd_row(fields, reader.line_num, header)
+                    self._odd_row(fields, number, header)
                     continue
-                member = fields[im].strip()
-                metric = metrics.get(fields[imet].strip())
-                day = fields[idate].strip()
+                member = fields[im]
+                metric = metrics.get(fields[imet])
+                day = fields[idate]
                 iso = dates.get(day) or date(day)
-                text = fields[ivalue].strip()
+                text = fields[ivalue]
                 try:
                     value = float(text) if "_" not in text else None
                 except ValueError:
                     value = None
-                kind = fields[ikind].strip() if ikind is not None else ""
-                event_id = fields[iid].strip() if iid is not None else ""
+                kind = fields[ikind] if ikind is not None else ""
+                event_id = fields[iid] if iid is not None else ""
                 if member and metric is not None and iso is not None and value is not None and isfinite(value) \
                         and len(kind) <= 64 and len(event_id) <= 128 \
                         and "\x00" not in member and "\x00" not in kind and "\x00" not in event_id:
-                    rows_append((keys.setdefault(member, member), metric, iso, value,
-                                 kinds.setdefault(kind, kind) if kind else None, event_id or None))
-                    numbers_append(reader.line_num)
+                    extend((keys.setdefault(member, member), metric, iso, value,
+                            kind and kinds.setdefault(kind, kind), event_id))
+                    numbers_append(number)
                 else:
-                    self._odd_row(fields, reader.line_num, header)
+                    self._odd_row(fields, number, header)
         except csv.Error as exc:  # the rest of the file cannot be read
-            line = reader.line_num
+            line = f.reader.line_num
             self.errors.append(RowError(f"line {line}", f"unreadable CSV: {exc}", line=line))
 
     def _odd_row(self, fields: list[str], line: int, header: list[str]) -> None:
@@ -375,32 +418,39 @@ class _MetricBatch:
         database round: rows whose (member, metric, id) is already stored - or appeared earlier
         in the same batch - are skipped and counted as duplicates."""
         ids = member_ids(session, self._keys)
+        members = self.values[::_WIDTH]
         if len(ids) < len(self._keys):
-            for (member, *_), number in zip(self.rows, self.numbers, strict=True):
+            for member, number in zip(members, self.numbers, strict=True):
                 if member not in ids:
                     self.error(number, f"unknown member '{member}'")
         if self.errors:
             self.errors.sort(key=lambda e: (e.line or 0, e.index or 0))
             raise ImportRejected(self.errors)
         result = MetricsResult()
-        if not self.rows:
+        if not self.values:
             return result
+        self.values[::_WIDTH] = map(ids.__getitem__, members)
         if session.get_bind().dialect.name == "sqlite":
-            inserted = _insert_sqlite(session, ((ids[r[0]], *r[1:]) for r in self.rows), len(self.rows) > 10_000)
+            inserted = _insert_sqlite(session, self.values, len(self) > 10_000)
         else:
-            inserted = _insert_postgres(session, ((ids[r[0]], *r[1:]) for r in self.rows))
+            for i in (4, 5):  # kind, event_id: '' is none
+                self.values[i::_WIDTH] = [v or None for v in self.values[i::_WIDTH]]
+            it = iter(self.values)
+            inserted = _insert_postgres(session, zip(*[it] * _WIDTH, strict=True))
         result.new = inserted
-        result.duplicates = len(self.rows) - inserted
+        result.duplicates = len(self) - inserted
         return result
 
 
-_ROW_COLUMNS = ("member_id", "metric", "date", "value", "kind", "event_id")  # the order of the stored tuples
+_ROW_COLUMNS = ("member_id", "metric", "date", "value", "kind", "event_id")  # the order of a row's values
+_WIDTH = len(_ROW_COLUMNS)
 _COLUMNS = ", ".join(_ROW_COLUMNS)
 
 
-def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
-    """Multi-row INSERTs on the session's own connection (inside its transaction), in file
-    order; each statement's rowcount is the number of rows it actually inserted."""
+def _insert_sqlite(session: Session, values: list[Any], large: bool) -> int:
+    """Multi-row INSERTs of ``values`` (rows' values, flat) on the session's own connection
+    (inside its transaction), in file order; each statement's rowcount is the number of rows
+    it actually inserted."""
     table = MetricRow.__table__.name
     conn = session.connection().connection.driver_connection
     cur = conn.cursor()
@@ -414,17 +464,22 @@ def _insert_sqlite(session: Session, rows: Iterable[tuple], large: bool) -> int:
         # per-statement step and reset, not the binding, was 40% of the insert (1M rows: 2.9 s
         # -> 1.7 s). SQLite inserts a statement's rows in order, so an event repeated within
         # the file still keeps its first row.
-        def statement(n: int) -> str:
+        def statement(n: int, bare: bool) -> str:
+            row = "(?, ?, ?, ?, NULL, NULL)" if bare else "(?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''))"
             # bandit B608: our own table/column names and placeholders
             return (f"INSERT INTO {table} ({_COLUMNS}) VALUES "  # nosec B608
-                    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * n) + f" ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
+                    + ", ".join([row] * n) + f" ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
 
-        full = statement(SQLITE_INSERT_ROWS)
+        full, step = {bare: statement(SQLITE_INSERT_ROWS, bare) for bare in (False, True)}, SQLITE_INSERT_ROWS * _WIDTH
         inserted = 0
-        it = iter(rows)
-        while chunk := list(islice(it, SQLITE_INSERT_ROWS)):
-            sql = full if len(chunk) == SQLITE_INSERT_ROWS else statement(len(chunk))
-            inserted += cur.execute(sql, tuple(chain.from_iterable(chunk))).rowcount
+        for i in range(0, len(values), step):
+            chunk = values[i : i + step]
+            n = len(chunk) // _WIDTH
+            bare = not any(chunk[4::_WIDTH]) and not any(chunk[5::_WIDTH])
+            if bare:  # no kind nor event id in these rows: bind four values a row, not six
+                del chunk[5::_WIDTH]
+                del chunk[4 :: _WIDTH - 1]
+            inserted += cur.execute(full[bare] if n == SQLITE_INSERT_ROWS else statement(n, bare), chunk).rowcount
         return inserted
     finally:
         cur.execute(f"PRAGMA cache_size={int(cache)}")

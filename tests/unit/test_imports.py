@@ -196,6 +196,51 @@ def test_metrics_csv_line_numbers_count_physical_lines_of_quoted_fields(s):
     assert rejected(lambda: import_metrics_csv(s, text)) == [(4, "bad number 'bad'")]
 
 
+def test_metrics_csv_plain_files_and_quoted_ones_read_the_same(s):
+    # A plain body is split with str.split, any other through csv.reader (quotes, spaces,
+    # a lone CR): the same rows, reasons and line numbers either way, blank lines included.
+    rows = ["c1,video,2026-02-01,5,universal,v1", "", "c2,likes,2026-02-02,1e3,,", ",,,,,",
+            "c1,order,2026-02-03,2,,o1", "c1,video,2026-02-01,5,,v1"]
+    bad = ["c9,video,2026-02-01,5,,", "", "c1,video,2026-02-30,x,,", "c1,video"]
+    quoted = lambda line: ",".join(f'"{f}"' for f in line.split(",")) if line else line  # noqa: E731
+
+    def outcome(text: str):
+        try:
+            result = import_metrics_csv(s, text)
+            return (result.new, result.duplicates), metric_rows(s)
+        except ImportRejected as exc:
+            return [(e.line, e.reason) for e in exc.errors]
+        finally:
+            s.rollback()
+
+    for lines in (rows, bad):
+        plain = csv_text(METRICS_HEADER, *lines)
+        variants = [csv_text(METRICS_HEADER, *map(quoted, lines)), plain.replace("\n", "\r\n"),
+                    csv_text(METRICS_HEADER, *(line.replace(",", " ,") for line in lines))]
+        assert all(outcome(v) == outcome(plain) for v in variants)
+    assert outcome(csv_text(METRICS_HEADER, *rows)) == ((3, 1), [  # the second v1 is a duplicate
+        ("c1", "video", dt.date(2026, 2, 1), 5.0, "universal", "v1"),
+        ("c2", "likes", dt.date(2026, 2, 2), 1000.0, None, None),
+        ("c1", "order", dt.date(2026, 2, 3), 2.0, None, "o1"),
+    ])
+    assert outcome(csv_text(METRICS_HEADER, *bad)) == [
+        (2, "unknown member 'c9'"), (4, "bad date '2026-02-30' (expected YYYY-MM-DD); bad number 'x'"),
+        (5, "missing column date, value, kind, id")]
+
+
+def test_metrics_csv_a_field_over_csvs_limit_is_refused_in_a_plain_file_too(s):
+    text = csv_text(METRICS_HEADER, "c1,video,2026-02-01,5,,v1", "c1,video,2026-02-01,5,," + "9" * 200_000)
+    [(line, reason)] = rejected(lambda: import_metrics_csv(s, text))
+    assert line == 3 and reason.startswith("unreadable CSV: field larger than field limit")
+
+
+def test_what_keeps_a_csv_body_off_the_split_path_is_every_character_strip_removes():
+    import sys
+
+    spaces = {c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()}
+    assert set(imports._NOT_PLAIN) == (spaces - {"\n"}) | {'"', "\x00"}
+
+
 def test_metrics_csv_duplicates_by_event_id_are_skipped_and_counted(s):
     text = csv_text(
         METRICS_HEADER,
@@ -258,6 +303,20 @@ def test_metrics_csv_across_insert_statements_keeps_file_order_and_the_first_of_
     dropped = {3, n + 1, 2 * n + 5}
     expected = [("c1", float(i), f"e{i}") for i in range(2 * n + 6) if i not in dropped] + [("c2", 997.0, "e4")]
     assert stored == expected
+
+
+def test_metrics_csv_statements_with_and_without_kinds_and_ids_store_them_exactly(s):
+    # SQLite binds four values a row for a statement's rows that have no kind nor id: a
+    # statement of such rows, one with kinds only, one with ids only, and a short mixed one.
+    n = imports.SQLITE_INSERT_ROWS
+    kinds = [("", "")] * n + [(f"k{i % 3}", "") for i in range(n)] + [("", f"e{i}") for i in range(n)] \
+        + [("", ""), ("k9", ""), ("", "last")]
+    lines = [f"c{1 + i % 2},video,2026-02-01,{i},{kind},{event}" for i, (kind, event) in enumerate(kinds)]
+    result = import_metrics_csv(s, csv_text(METRICS_HEADER, *lines))
+    s.commit()
+    assert (result.new, result.duplicates) == (len(lines), 0)
+    assert metric_rows(s) == [(f"c{1 + i % 2}", "video", dt.date(2026, 2, 1), float(i), kind or None, event or None)
+                              for i, (kind, event) in enumerate(kinds)]
 
 
 def test_metrics_csv_a_bad_row_stores_nothing_even_for_new_good_rows(s):
