@@ -323,10 +323,13 @@ Stream = Iterator[tuple[int, list[dict[str, float]]]]  # member id, one dict per
 
 def target_streams(conn: Connection, program_key: str, p: Plan, targets: list[Target],
                    members: Members = None, upto: int | None = None) -> list[Stream]:
-    """Iterators yielding (member_id, [values of target 0, target 1, ...]) in member order."""
+    """Iterators yielding (member_id, [values of target 0, target 1, ...]) in member order.
+    One member's rows (a page's) are read whole: no server-side cursor, which PostgreSQL only
+    declares inside a transaction, and the web reads in autocommit (db.read_only)."""
     out: list[Stream] = []
+    options = {} if isinstance(members, int) else STREAM
     for query, names in window_queries(program_key, p, targets, conn.dialect.name, members, upto):
-        out.append(_rows(conn.execute(query, execution_options=STREAM), names, len(targets)))
+        out.append(_rows(conn.execute(query, execution_options=options), names, len(targets)))
     return out
 
 
