@@ -33,7 +33,10 @@ def _backend_pid(engine) -> int:
 
 def _drop(admin, pid: int) -> None:
     """The server ends the pooled connection's session, as a restart would."""
-    with admin.connect() as conn:
+    # Autocommit: a transaction reads pg_stat_activity once and keeps that snapshot, so a wait
+    # inside one only ever saw the backend go if it had gone before the first look (this race
+    # failed twice in round 17, once in CI).
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
         # the backend is gone once pg_stat_activity no longer lists it; up to 10 s, because a
         # loaded host once took more than 2 s to reap one (a CI run of 17f0cb0)
