@@ -681,6 +681,32 @@ def test_overview_shows_the_downgrade_warning(site):
     assert "80,000,000 / >= 100,000,000" in text(warning)
 
 
+def test_overview_shows_each_programs_newest_warning_whose_date_has_not_passed(site):
+    # c003 is in creator only: warnings dated by a past day are over, one without a date is
+    # open, and of the open ones the newest (by its day, then by id) is shown.
+    member_id, today = site.member_id("c003"), dt.date.today()
+
+    def warn(on: dt.date, by: str | None, to: str) -> None:
+        payload = {"reason": "protection_ends", "to": to, "failing": []} | ({"by": by} if by else {})
+        with site.db() as s:
+            s.add(Notification(member_id=member_id, program_key="creator", kind="downgrade_warning", on=on,
+                               payload=payload, dedup_key=f"w:{on}:{by}:{to}", created_at=dt.datetime.now(dt.UTC)))
+            s.commit()
+
+    def shown() -> str | None:
+        html = page(site.client("c003"), "/")
+        return text(element(html, "data-warning", "creator")) if "data-warning" in html else None
+
+    warn(today - dt.timedelta(days=3), (today - dt.timedelta(days=1)).isoformat(), "LV1")
+    assert shown() is None  # its day has passed
+    warn(today - dt.timedelta(days=9), None, "LV1")
+    assert "LV1" in shown()  # no date: open
+    warn(today - dt.timedelta(days=5), today.isoformat(), "LV3")  # newer, and open today
+    assert "LV3" in shown() and str(today.day) in shown()
+    warn(today - dt.timedelta(days=1), (today - dt.timedelta(days=1)).isoformat(), "LV1")  # newest, but over
+    assert "LV3" in shown()
+
+
 # --- the program page ------------------------------------------------------------------------
 
 
