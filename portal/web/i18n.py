@@ -53,29 +53,42 @@ def parsed_locale(code: str) -> Locale:
     return Locale.parse(code)
 
 
+def _app_globals() -> Any:
+    """The app context's ``g`` itself, or None outside one: one resolution of the proxy,
+    where ``if g:`` and then ``g.get(...)`` made two. A page asks dozens of times."""
+    try:
+        return g._get_current_object()
+    except RuntimeError:
+        return None
+
+
 def locale() -> str:
     """The catalogue key of the request's locale: ``zh_CN`` or ``en`` (Babel says zh_Hans_CN).
     Kept on ``g``: a page asks for it dozens of times (every number, label and text)."""
-    if g:
-        cached = g.get("portal_locale")
-        if cached is None:
-            cached = g.portal_locale = _locale_key(get_locale())
-        return cached
-    return _locale_key(get_locale())
+    app_g = _app_globals()
+    if app_g is None:
+        return _locale_key(get_locale())
+    cached = getattr(app_g, "portal_locale", None)
+    if cached is None:
+        cached = app_g.portal_locale = _locale_key(get_locale())
+    return cached
 
 
 def _locale_key(current: Locale | None) -> str:
     return "zh_CN" if current is None or current.language == "zh" else "en"
 
 
-def translations():
+def translations(app_g: Any = None):
     """flask_babel's translations of the request, looked up once per request: Jinja's ``_``
-    otherwise resolves the domain, the locale and the catalogue cache on every string."""
-    if not g:
-        return get_translations()
-    cached = g.get("portal_translations")
+    otherwise resolves the domain, the locale and the catalogue cache on every string.
+    ``app_g``: the request's ``g`` where the caller has it (a template's context does)."""
+    if app_g is None:
+        app_g = _app_globals()
+        if app_g is None:
+            return get_translations()
+    cached = getattr(app_g, "portal_translations", None)
     if cached is None:
-        cached = g.portal_translations = get_translations()
+        cached = app_g.portal_translations = get_translations()
     return cached
 
 
@@ -91,11 +104,11 @@ def _newstyle(context: Context, text: str, variables: dict) -> str:
 _CACHE_SIZE = 4096  # template literals and windows number a few hundred; a bound all the same
 
 
-def _per_catalogue(name: str, key: str, make: Callable[[Any], str]) -> str:
+def _per_catalogue(name: str, key: str, make: Callable[[Any], str], app_g: Any = None) -> str:
     """``make(catalogue)`` once per catalogue and ``key``: kept on the request's catalogue
     object, so it lives exactly as long as that catalogue (per app and locale) and one
     language never gets another's text."""
-    catalogue = translations()
+    catalogue = translations(app_g)
     cache = catalogue.__dict__.setdefault(name, {})
     text = cache.get(key)
     if text is None:
@@ -105,18 +118,21 @@ def _per_catalogue(name: str, key: str, make: Callable[[Any], str]) -> str:
     return text
 
 
+# A template's context holds the request's ``g`` itself (Flask's default context processor
+# puts the object there, not the proxy): the strings below read the catalogue through it.
 @pass_context
 def _jinja_gettext(context: Context, string: str, /, **variables) -> str:
     if variables or not context.eval_ctx.autoescape:
-        return _newstyle(context, translations().ugettext(string), variables)
+        return _newstyle(context, translations(context.get("g")).ugettext(string), variables)
     # A page shows dozens of fixed strings: each one's Markup is made once.
-    return _per_catalogue("portal_markup", string, lambda c: _newstyle(context, c.ugettext(string), variables))
+    return _per_catalogue("portal_markup", string, lambda c: _newstyle(context, c.ugettext(string), variables),
+                          context.get("g"))
 
 
 @pass_context
 def _jinja_ngettext(context: Context, singular: str, plural: str, n: int, /, **variables) -> str:
     variables.setdefault("num", n)
-    return _newstyle(context, translations().ungettext(singular, plural, n), variables)
+    return _newstyle(context, translations(context.get("g")).ungettext(singular, plural, n), variables)
 
 
 def num(value) -> str:
