@@ -163,29 +163,21 @@ class _CsvFile:
         if self.error is not None:
             yield self.error, 1, []
             return
-        reader, width = self.reader, len(self.header)
-        line = 1
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                line = reader.line_num
-                yield RowError(f"line {line}", f"unreadable CSV: {exc}", line=line), line, []
-                return
-            line = reader.line_num
-            if not fields or (not fields[0].strip() and all(not f.strip() for f in fields)):
-                continue  # blank line
-            n = len(fields)
-            if n < width:
-                missing_cols = self.header[n:]
-                yield RowError(f"line {line}", "missing column " + ", ".join(missing_cols), line=line), line, []
-                continue
-            if n > width:
-                yield RowError(f"line {line}", f"{n} fields but the header has {width}", line=line), line, []
-                continue
-            yield None, line, [f.strip() for f in fields]
+        width = len(self.header)
+        try:
+            for line, fields in self.numbered_rows():
+                if not fields or all(not f for f in fields):
+                    continue  # blank line
+                n = len(fields)
+                if n < width:
+                    yield RowError(f"line {line}", "missing column " + ", ".join(self.header[n:]), line=line), line, []
+                elif n > width:
+                    yield RowError(f"line {line}", f"{n} fields but the header has {width}", line=line), line, []
+                else:
+                    yield None, line, fields
+        except csv.Error as exc:
+            line = self.reader.line_num
+            yield RowError(f"line {line}", f"unreadable CSV: {exc}", line=line), line, []
 
 
 def read_csv(text: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterator[tuple[RowError | None, int, dict[str, str]]]:

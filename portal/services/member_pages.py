@@ -21,13 +21,6 @@ from . import NotFound, explain
 from . import programs as programs_service
 
 
-@dataclass(frozen=True)
-class DowngradeWarning:
-    """A downgrade warning still open on the page's day (its notification's payload)."""
-
-    payload: dict[str, Any]
-
-
 @dataclass
 class ProgramCard:
     program: Program
@@ -35,7 +28,7 @@ class ProgramCard:
     requirements: list[dict[str, Any]]
     next_level: str | None
     tasks_left: int
-    warnings: list[DowngradeWarning] = field(default_factory=list)  # the newest open one, if any
+    warning: dict[str, Any] | None = None  # the newest open downgrade warning's payload
     values: dict[str, Any] = field(default_factory=dict)  # what the requirements are explained with
     as_of: dt.date | None = None  # the program's latest evaluation (None: not evaluated yet)
 
@@ -84,7 +77,7 @@ def cards(session: Session, member: Member, today: dt.date, key: str | None = No
         reqs = rules.requirements(program, st.level, values) if st else []
         nxt = rules.next_level(program, st.level if st else None)
         left = sum(1 for r in reqs if r["level"] == nxt and not r["met"])
-        out.append(ProgramCard(program, st, reqs, nxt, left, [DowngradeWarning(warning)] if warning is not None else [],
+        out.append(ProgramCard(program, st, reqs, nxt, left, warning,
                                values, explain.as_of(st, latest)))
     return out
 
