@@ -222,6 +222,12 @@ def loadavg() -> float:
         return 0.0
 
 
+def settle() -> None:
+    """Write back every dirty page before a timed step, so it does not pay for the previous
+    step's writes (a bulk load leaves ~100 MB for the kernel to flush in the background)."""
+    os.sync()
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

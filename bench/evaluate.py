@@ -53,6 +53,7 @@ from common import (
     redact,
     run_measured,
     server_version,
+    settle,
     table,
     write_json,
 )
@@ -97,6 +98,7 @@ def floor_query(url: str, metrics: list[str], first: str, last: str, hint: str =
            f"AND date >= {ph} AND date <= {ph} GROUP BY member_id")
     with raw_connect(url) as conn:
         cur = conn.cursor()
+        settle()
         started = time.perf_counter()
         cur.execute(sql, [*metrics, first, last])
         n = 0
@@ -156,6 +158,7 @@ def engine_seconds(url: str, program: str) -> float:
 
 
 def evaluate(url: str, program: str, as_of: str) -> dict:
+    settle()
     m = run_measured([PORTAL, "evaluate", "--program", program, "--as-of", as_of, "--json"], env=portal_env(url))
     try:
         x = json.loads(m.stdout)[0]

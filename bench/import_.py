@@ -50,6 +50,7 @@ from common import (
     redact,
     run_measured,
     server_version,
+    settle,
     sqlite_path,
     table,
     write_json,
@@ -97,12 +98,14 @@ def floor(url: str, path: Path) -> tuple[float, str]:
         with sqlite3.connect(db) as conn:
             conn.execute(create)
         if shutil.which("sqlite3"):
+            settle()
             started = time.perf_counter()
             subprocess.run(["sqlite3", db, "-cmd", "PRAGMA synchronous=NORMAL", f".import --csv --skip 1 {path} {BARE}"],
                            check=True)
             return time.perf_counter() - started, "sqlite3 shell .import --csv"
         import csv
 
+        settle()
         started = time.perf_counter()
         with sqlite3.connect(db) as conn, open(path, newline="", encoding="utf-8") as f:
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -113,6 +116,7 @@ def floor(url: str, path: Path) -> tuple[float, str]:
     with raw_connect(url) as conn:
         conn.execute(create)
         conn.commit()
+    settle()
     if shutil.which("psql"):
         started = time.perf_counter()
         subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", pg_dsn(url), "-c",
@@ -138,6 +142,7 @@ def reference(url: str) -> float:
         conn = sqlite3.connect(sqlite_path(url), isolation_level=None)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
+        settle()
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(sql)
@@ -149,6 +154,7 @@ def reference(url: str) -> float:
            f"NULLIF(b.kind, ''), NULLIF(b.id, '') FROM {BARE} b JOIN members m ON m.key = b.member "
            f"ON CONFLICT {EVENT_CONFLICT} DO NOTHING")
     with raw_connect(url) as conn:
+        settle()
         started = time.perf_counter()
         conn.execute(sql)
         conn.commit()
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 floor_s, tool = floor(floor_url, path)
                 log(f"repeat {r + 1}: floor ({tool}) {floor_s:.2f}s")
+                settle()
                 m = run_measured([PORTAL, "import", "metrics", str(path)], env=portal_env(portal_url))
                 log(f"repeat {r + 1}: portal import metrics {m.seconds:.2f}s, peak RSS {m.max_rss_mib:.0f} MiB: {m.stdout.strip()}")
                 ref = None if a.no_reference else reference(floor_url)
