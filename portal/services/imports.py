@@ -36,6 +36,7 @@ METRIC_OPTIONAL = ("kind", "id")
 MEMBER_COLUMNS = ("member", "name", "email", "role", "password", "programs")
 IMPORT_ROLES = ("member", "staff", "admin")
 SEGMENT_LENGTH = {"business_type": 64, "industry": 64, "scale": 32}  # the columns' sizes
+KIND_LENGTH, EVENT_ID_LENGTH = 64, 128  # metric_rows.kind and .event_id
 LOOKUP_CHUNK = 5000
 WRITE_CHUNK = 10_000
 SQLITE_IMPORT_CACHE_KB = 65536  # page cache while inserting a large batch (SQLite)
@@ -104,15 +105,38 @@ class MembersResult:
 
 
 class _CsvFile:
-    """A CSV file's checked header and its data rows as stripped field lists."""
+    """A CSV file's checked header and its data rows as stripped field lists.
+
+    A header on one physical line without quotes is read from that line alone, and a plain
+    body (no quote, NUL, or whitespace other than line ends: what programs export) is split
+    with str.split: csv's fields exactly, with nothing to strip. Any other file goes through
+    csv.reader, which copies the text into a StringIO first (docs/performance.md, rounds 17
+    and 18)."""
 
     def __init__(self, text: str, required: tuple[str, ...], optional: tuple[str, ...]):
         if text.startswith("\ufeff"):
             text = text[1:]
-        self._io = io.StringIO(text, newline="")
-        self.reader = csv.reader(self._io)
         self.header: list[str] = []
+        self.longest = 0  # the longest line of a plain body
+        self._plain: list[str] | None = None
+        end = text.find("\n") + 1 or len(text)  # the first line, with its line end
+        if '"' in text[:end] or "\r" in text[:end].rstrip("\r\n"):
+            end = 0  # a quoted header (it may go on over lines): csv.reader reads the whole file
+        source = io.StringIO(text[:end] if end else text, newline="")
+        self.reader = csv.reader(source)
         self.error = self._read_header(required, optional)
+        self._own_reader = bool(end)  # the body gets its own reader, if it needs one
+        if end:
+            self._body, self._before, self._first = text[end:], 1, 2
+        else:
+            at = source.tell()
+            self._body, self._before, self._first = source.read(), 0, self.reader.line_num + 1
+            source.seek(at)
+
+    @property
+    def line_num(self) -> int:
+        """The physical line the reader is on (csv.reader's line_num counts from its own start)."""
+        return self.reader.line_num + self._before
 
     def _read_header(self, required: tuple[str, ...], optional: tuple[str, ...]) -> RowError | None:
         try:
@@ -141,22 +165,28 @@ class _CsvFile:
         self.header = header
         return None
 
+    def plain_lines(self) -> list[str] | None:
+        """The body's lines where it is plain, else None; its longest line sets self.longest."""
+        if self._plain is None:
+            body = self._body
+            if "\r" in body:
+                body = body.replace("\r\n", "\n")  # a lone \r ends a line too: left to csv
+            lines = body.split("\n")
+            longest = max(map(len, lines))
+            if not any(c in body for c in _NOT_PLAIN) and longest <= csv.field_size_limit():
+                self._plain, self.longest = lines, longest
+        return self._plain
+
     def numbered_rows(self) -> Iterator[tuple[int, list[str]]]:
         """(line, stripped fields) of every data row after a good header, blank lines
         included (no field, or only empty ones); a csv.Error is raised where the file stops
-        being readable. A body without quotes, NULs or whitespace other than line ends (what
-        programs export) is split with str.split: csv's fields exactly, with nothing to
-        strip, at 40% of csv.reader's cost (docs/performance.md, round 17)."""
-        reader = self.reader
-        at = self._io.tell()
-        rest = self._io.read()
-        if "\r" in rest:
-            rest = rest.replace("\r\n", "\n")  # a lone \r ends a line too: left to csv below
-        lines = rest.split("\n")
-        if not any(c in rest for c in _NOT_PLAIN) and max(map(len, lines)) <= csv.field_size_limit():
-            return enumerate(map(str.split, lines, repeat(",")), reader.line_num + 1)
-        self._io.seek(at)
-        return ((reader.line_num, [f.strip() for f in fields]) for fields in reader)
+        being readable."""
+        lines = self.plain_lines()
+        if lines is not None:
+            return enumerate(map(str.split, lines, repeat(",")), self._first)
+        if self._own_reader:
+            self.reader = csv.reader(io.StringIO(self._body, newline=""))
+        return ((self.line_num, [f.strip() for f in fields]) for fields in self.reader)
 
     def rows(self) -> Iterator[tuple[RowError | None, int, list[str]]]:
         """Yield (error, line, stripped fields); blank lines are skipped."""
@@ -176,7 +206,7 @@ class _CsvFile:
                 else:
                     yield None, line, fields
         except csv.Error as exc:
-            line = self.reader.line_num
+            line = self.line_num
             yield RowError(f"line {line}", f"unreadable CSV: {exc}", line=line), line, []
 
 
@@ -269,10 +299,10 @@ def _check_metric(raw: dict[str, Any], metrics: set[str]) -> tuple[_Metric | Non
             reasons.append(f"bad number '{value_raw}'")
     kind = fields["kind"] or None
     event_id = fields["id"] or None
-    if kind and len(kind) > 64:
-        reasons.append("kind is longer than 64 characters")
-    if event_id and len(event_id) > 128:
-        reasons.append("id is longer than 128 characters")
+    if kind and len(kind) > KIND_LENGTH:
+        reasons.append(f"kind is longer than {KIND_LENGTH} characters")
+    if event_id and len(event_id) > EVENT_ID_LENGTH:
+        reasons.append(f"id is longer than {EVENT_ID_LENGTH} characters")
     if reasons:
         return None, reasons
     return _Metric(member, metric, date, value, kind, event_id), []  # type: ignore[arg-type]
@@ -297,7 +327,7 @@ def member_ids(session: Session, keys: Iterable[str]) -> dict[str, int]:
                 cur.execute(f"SELECT key, id FROM {table} WHERE key IN ({', '.join(['?'] * len(chunk))})", chunk)  # nosec B608
             else:
                 cur.execute(f"SELECT key, id FROM {table} WHERE key = ANY(%s)", (chunk,))  # nosec B608
-            out.update(cur.fetchall())
+            out.update(cur)  # pair by pair: no list of rows outliving the loop for the GC to count
     finally:
         cur.close()
     return out
@@ -367,8 +397,12 @@ class _MetricBatch:
         iid = header.index("id") if "id" in header else None
         metrics, dates, keys, kinds, date = self.metrics, self._dates, self._keys, self._kinds, self.date
         extend, numbers_append, isfinite = self.values.extend, self.numbers.append, math.isfinite
+        rows = f.numbered_rows()
+        # A plain body holds no NUL, and no field longer than its longest line: where no line
+        # is longer than a kind may be, the NUL and length checks cannot fail, and are skipped.
+        sure = f.plain_lines() is not None and f.longest <= min(KIND_LENGTH, EVENT_ID_LENGTH)
         try:
-            for number, fields in f.numbered_rows():
+            for number, fields in rows:
                 if len(fields) != width:
                     self._odd_row(fields, number, header)
                     continue
@@ -384,15 +418,15 @@ class _MetricBatch:
                 kind = fields[ikind] if ikind is not None else ""
                 event_id = fields[iid] if iid is not None else ""
                 if member and metric is not None and iso is not None and value is not None and isfinite(value) \
-                        and len(kind) <= 64 and len(event_id) <= 128 \
-                        and "\x00" not in member and "\x00" not in kind and "\x00" not in event_id:
+                        and (sure or (len(kind) <= KIND_LENGTH and len(event_id) <= EVENT_ID_LENGTH and "\x00" not in member
+                                      and "\x00" not in kind and "\x00" not in event_id)):
                     extend((keys.setdefault(member, member), metric, iso, value,
                             kind and kinds.setdefault(kind, kind), event_id))
                     numbers_append(number)
                 else:
                     self._odd_row(fields, number, header)
         except csv.Error as exc:  # the rest of the file cannot be read
-            line = f.reader.line_num
+            line = f.line_num
             self.errors.append(RowError(f"line {line}", f"unreadable CSV: {exc}", line=line))
 
     def _odd_row(self, fields: list[str], line: int, header: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 
 import pytest
@@ -196,22 +197,28 @@ def test_metrics_csv_line_numbers_count_physical_lines_of_quoted_fields(s):
     assert rejected(lambda: import_metrics_csv(s, text)) == [(4, "bad number 'bad'")]
 
 
+def outcome(s, text: str):
+    """What importing the text does: (new, duplicates) and the stored rows, or the errors."""
+    try:
+        result = import_metrics_csv(s, text)
+        return (result.new, result.duplicates), metric_rows(s)
+    except ImportRejected as exc:
+        return [(e.line, e.reason) for e in exc.errors]
+    finally:
+        s.rollback()
+
+
+def quoted(line: str) -> str:
+    return ",".join(f'"{f}"' for f in line.split(",")) if line else line
+
+
 def test_metrics_csv_plain_files_and_quoted_ones_read_the_same(s):
     # A plain body is split with str.split, any other through csv.reader (quotes, spaces,
     # a lone CR): the same rows, reasons and line numbers either way, blank lines included.
     rows = ["c1,video,2026-02-01,5,universal,v1", "", "c2,likes,2026-02-02,1e3,,", ",,,,,",
             "c1,order,2026-02-03,2,,o1", "c1,video,2026-02-01,5,,v1"]
     bad = ["c9,video,2026-02-01,5,,", "", "c1,video,2026-02-30,x,,", "c1,video"]
-    quoted = lambda line: ",".join(f'"{f}"' for f in line.split(",")) if line else line  # noqa: E731
-
-    def outcome(text: str):
-        try:
-            result = import_metrics_csv(s, text)
-            return (result.new, result.duplicates), metric_rows(s)
-        except ImportRejected as exc:
-            return [(e.line, e.reason) for e in exc.errors]
-        finally:
-            s.rollback()
+    outcome = functools.partial(globals()["outcome"], s)
 
     for lines in (rows, bad):
         plain = csv_text(METRICS_HEADER, *lines)
@@ -226,6 +233,36 @@ def test_metrics_csv_plain_files_and_quoted_ones_read_the_same(s):
     assert outcome(csv_text(METRICS_HEADER, *bad)) == [
         (2, "unknown member 'c9'"), (4, "bad date '2026-02-30' (expected YYYY-MM-DD); bad number 'x'"),
         (5, "missing column date, value, kind, id")]
+
+
+def test_metrics_csv_headers_quoted_or_with_other_line_ends_read_the_same(s):
+    # A header on one line without quotes is read alone and the body after it; any other
+    # header through csv.reader over the whole file: the same rows, reasons and line numbers.
+    for lines in (["c1,video,2026-02-01,5,,v1", "", "c1,likes,2026-02-02,7,k,"],
+                  ["c1,video,2026-02-01,5,,v1", "", "c9,video,2026-02-01,5,,", "c1,video,2026-02-30,5,,"]):
+        plain = csv_text(METRICS_HEADER, *lines)
+        for text in (csv_text(quoted(METRICS_HEADER), *lines), csv_text(quoted(METRICS_HEADER), *map(quoted, lines)),
+                     plain.replace("\n", "\r\n", 1), plain.replace("\n", "\r\n"), plain.replace("\n", "\r"),
+                     "\ufeff" + plain):
+            assert outcome(s, text) == outcome(s, plain), text
+    assert outcome(s, plain) == [(4, "unknown member 'c9'"), (5, "bad date '2026-02-30' (expected YYYY-MM-DD)")]
+    assert outcome(s, METRICS_HEADER) == outcome(s, METRICS_HEADER + "\r\n") == ((0, 0), [])
+    assert outcome(s, "") == [(1, "the file is empty (no header)")]
+    # a header over two lines (a quoted line end, stripped from the name) moves the rows down one
+    assert outcome(s, csv_text('member,metric,date,value,kind,"id\n"', *lines)) \
+        == [(5, "unknown member 'c9'"), (6, "bad date '2026-02-30' (expected YYYY-MM-DD)")]
+
+
+@pytest.mark.parametrize("row, reason", [
+    ("c1\x00,video,2026-02-01,5,,", "member contains a NUL character"),
+    ("c1,video,2026-02-01,5,k\x00,", "kind contains a NUL character"),
+    ("c1,video,2026-02-01,5,,v\x00", "id contains a NUL character"),
+])
+def test_metrics_csv_a_nul_in_a_text_field_is_refused_in_short_lines_and_long_ones(s, row, reason):
+    # Short lines of a plain body skip the NUL and length checks (they cannot fail there);
+    # a NUL keeps the body off that path, whatever the lines' length.
+    for other in ("c1,likes,2026-02-02,1,,", "c1,likes,2026-02-02,1,," + "x" * 100):
+        assert outcome(s, csv_text(METRICS_HEADER, other, row)) == [(3, reason)]
 
 
 def test_metrics_csv_a_field_over_csvs_limit_is_refused_in_a_plain_file_too(s):
