@@ -97,15 +97,14 @@ def floor(url: str, path: Path) -> tuple[float, str]:
         db = sqlite_path(url)
         with sqlite3.connect(db) as conn:
             conn.execute(create)
+        settle()
         if shutil.which("sqlite3"):
-            settle()
             started = time.perf_counter()
             subprocess.run(["sqlite3", db, "-cmd", "PRAGMA synchronous=NORMAL", f".import --csv --skip 1 {path} {BARE}"],
                            check=True)
             return time.perf_counter() - started, "sqlite3 shell .import --csv"
         import csv
 
-        settle()
         started = time.perf_counter()
         with sqlite3.connect(db) as conn, open(path, newline="", encoding="utf-8") as f:
             conn.execute("PRAGMA synchronous=NORMAL")

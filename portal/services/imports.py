@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import math
 import re
@@ -36,7 +37,7 @@ METRIC_OPTIONAL = ("kind", "id")
 MEMBER_COLUMNS = ("member", "name", "email", "role", "password", "programs")
 IMPORT_ROLES = ("member", "staff", "admin")
 SEGMENT_LENGTH = {"business_type": 64, "industry": 64, "scale": 32}  # the columns' sizes
-KIND_LENGTH, EVENT_ID_LENGTH = 64, 128  # metric_rows.kind and .event_id
+KIND_LENGTH, EVENT_ID_LENGTH = MetricRow.kind.type.length, MetricRow.event_id.type.length  # type: ignore[attr-defined]
 LOOKUP_CHUNK = 5000
 WRITE_CHUNK = 10_000
 SQLITE_IMPORT_CACHE_KB = 65536  # page cache while inserting a large batch (SQLite)
@@ -117,15 +118,15 @@ class _CsvFile:
         if text.startswith("\ufeff"):
             text = text[1:]
         self.header: list[str] = []
-        self.longest = 0  # the longest line of a plain body
-        self._plain: list[str] | None = None
         end = text.find("\n") + 1 or len(text)  # the first line, with its line end
-        if '"' in text[:end] or "\r" in text[:end].rstrip("\r\n"):
+        first = text[:end]
+        if '"' in first or "\r" in first.rstrip("\r\n"):
             end = 0  # a quoted header (it may go on over lines): csv.reader reads the whole file
-        source = io.StringIO(text[:end] if end else text, newline="")
+        source = io.StringIO(first if end else text, newline="")
         self.reader = csv.reader(source)
         self.error = self._read_header(required, optional)
-        self._own_reader = bool(end)  # the body gets its own reader, if it needs one
+        # _before: lines before the reader's first (1: the header had a reader of its own, and
+        # a body that needs csv.reader gets another); _first: the body's first line
         if end:
             self._body, self._before, self._first = text[end:], 1, 2
         else:
@@ -165,26 +166,34 @@ class _CsvFile:
         self.header = header
         return None
 
-    def plain_lines(self) -> list[str] | None:
-        """The body's lines where it is plain, else None; its longest line sets self.longest."""
-        if self._plain is None:
-            body = self._body
-            if "\r" in body:
-                body = body.replace("\r\n", "\n")  # a lone \r ends a line too: left to csv
-            lines = body.split("\n")
-            longest = max(map(len, lines))
-            if not any(c in body for c in _NOT_PLAIN) and longest <= csv.field_size_limit():
-                self._plain, self.longest = lines, longest
-        return self._plain
+    @functools.cached_property
+    def plain(self) -> tuple[list[str], int] | None:
+        """The body's lines and the length of its longest where the body is plain, else None."""
+        body = self._body
+        if "\r" in body:
+            body = body.replace("\r\n", "\n")  # a lone \r ends a line too: left to csv
+        if any(c in body for c in _NOT_PLAIN):
+            return None
+        lines = body.split("\n")
+        longest = max(map(len, lines))
+        return (lines, longest) if longest <= csv.field_size_limit() else None
+
+    def shape_error(self, line: int, fields: list[str]) -> RowError | None:
+        """Why a non-blank row's field count does not fit the header, if it does not."""
+        n, width = len(fields), len(self.header)
+        if n < width:
+            return RowError(f"line {line}", "missing column " + ", ".join(self.header[n:]), line=line)
+        if n > width:
+            return RowError(f"line {line}", f"{n} fields but the header has {width}", line=line)
+        return None
 
     def numbered_rows(self) -> Iterator[tuple[int, list[str]]]:
         """(line, stripped fields) of every data row after a good header, blank lines
         included (no field, or only empty ones); a csv.Error is raised where the file stops
         being readable."""
-        lines = self.plain_lines()
-        if lines is not None:
-            return enumerate(map(str.split, lines, repeat(",")), self._first)
-        if self._own_reader:
+        if self.plain is not None:
+            return enumerate(map(str.split, self.plain[0], repeat(",")), self._first)
+        if self._before:
             self.reader = csv.reader(io.StringIO(self._body, newline=""))
         return ((self.line_num, [f.strip() for f in fields]) for fields in self.reader)
 
@@ -193,21 +202,19 @@ class _CsvFile:
         if self.error is not None:
             yield self.error, 1, []
             return
-        width = len(self.header)
         try:
             for line, fields in self.numbered_rows():
-                if not fields or all(not f for f in fields):
-                    continue  # blank line
-                n = len(fields)
-                if n < width:
-                    yield RowError(f"line {line}", "missing column " + ", ".join(self.header[n:]), line=line), line, []
-                elif n > width:
-                    yield RowError(f"line {line}", f"{n} fields but the header has {width}", line=line), line, []
-                else:
-                    yield None, line, fields
+                if not _blank(fields):
+                    error = self.shape_error(line, fields)
+                    yield error, line, [] if error else fields
         except csv.Error as exc:
             line = self.line_num
             yield RowError(f"line {line}", f"unreadable CSV: {exc}", line=line), line, []
+
+
+def _blank(fields: list[str]) -> bool:
+    """A blank line: no field, or only empty ones (the fields come stripped)."""
+    return not any(fields)
 
 
 def read_csv(text: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterator[tuple[RowError | None, int, dict[str, str]]]:
@@ -397,14 +404,13 @@ class _MetricBatch:
         iid = header.index("id") if "id" in header else None
         metrics, dates, keys, kinds, date = self.metrics, self._dates, self._keys, self._kinds, self.date
         extend, numbers_append, isfinite = self.values.extend, self.numbers.append, math.isfinite
-        rows = f.numbered_rows()
         # A plain body holds no NUL, and no field longer than its longest line: where no line
         # is longer than a kind may be, the NUL and length checks cannot fail, and are skipped.
-        sure = f.plain_lines() is not None and f.longest <= min(KIND_LENGTH, EVENT_ID_LENGTH)
+        sure = f.plain is not None and f.plain[1] <= min(KIND_LENGTH, EVENT_ID_LENGTH)
         try:
-            for number, fields in rows:
+            for number, fields in f.numbered_rows():
                 if len(fields) != width:
-                    self._odd_row(fields, number, header)
+                    self._odd_row(fields, number, f)
                     continue
                 member = fields[im]
                 metric = metrics.get(fields[imet])
@@ -424,20 +430,19 @@ class _MetricBatch:
                             kind and kinds.setdefault(kind, kind), event_id))
                     numbers_append(number)
                 else:
-                    self._odd_row(fields, number, header)
+                    self._odd_row(fields, number, f)
         except csv.Error as exc:  # the rest of the file cannot be read
             line = f.line_num
             self.errors.append(RowError(f"line {line}", f"unreadable CSV: {exc}", line=line))
 
-    def _odd_row(self, fields: list[str], line: int, header: list[str]) -> None:
-        if not fields or all(not f.strip() for f in fields):
-            return  # blank line
-        if len(fields) < len(header):
-            self.error(line, "missing column " + ", ".join(header[len(fields):]))
-        elif len(fields) > len(header):
-            self.error(line, f"{len(fields)} fields but the header has {len(header)}")
+    def _odd_row(self, fields: list[str], line: int, f: _CsvFile) -> None:
+        if _blank(fields):
+            return
+        error = f.shape_error(line, fields)
+        if error is not None:
+            self.errors.append(error)
         else:
-            self.add_checked(line, dict(zip(header, (f.strip() for f in fields), strict=True)))
+            self.add_checked(line, dict(zip(f.header, fields, strict=True)))
 
     def store(self, session: Session) -> MetricsResult:
         """Resolve members (every unknown one is an error), then insert in one statement per
