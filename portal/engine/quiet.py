@@ -26,20 +26,26 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Double,
     Integer,
+    Label,
     Numeric,
+    Select,
     and_,
     case,
     cast,
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
+    select,
     true,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from . import expr as expr_lang
 from .definition import AggregateSpec, BucketSpec, ExprSpec, Program, RankBucketSpec, Requirement
@@ -92,19 +98,62 @@ def _num(v: float) -> ColumnElement:
 Ranked = Callable[[str, ColumnElement], "tuple[ColumnElement, ColumnElement] | None"]
 
 
+class Shared:
+    """Values the condition computes once per member, as columns of a LATERAL subquery the
+    driver joins (PostgreSQL), which the condition names ``sift.xN``. SQL has no common
+    subexpressions: a scorecard's score, written out wherever the condition compares it (each
+    level's band, the stored score, its rounding tie), was computed about ten times a member,
+    and each stored value parsed from its JSON again - together 0.3 s of the 0.45 s its driver
+    query took at 100,000 members (docs/performance.md, round 19). SQLite is left as it was:
+    the same change measured no faster there (it caches a parsed JSON document)."""
+
+    NAME = "sift"
+
+    def __init__(self) -> None:
+        self.columns: list[Label] = []
+
+    def add(self, expr: ColumnElement, kind=Double) -> ColumnElement:
+        label = f"x{len(self.columns)}"
+        self.columns.append(expr.label(label))
+        return literal_column(f"{self.NAME}.{label}", kind)
+
+    def join(self, stmt: Select) -> Select:
+        """``stmt`` with the subquery joined after its tables (it refers to their columns).
+        OFFSET 0 keeps PostgreSQL from pulling the subquery up into the condition, which would
+        write the expressions out again."""
+        if not self.columns:
+            return stmt
+        return stmt.join(select(*self.columns).correlate_except(None).offset(0).lateral(self.NAME), true())
+
+
 class _Values:
-    """SQL expressions of a program's values for one target, from the aggregate columns."""
+    """SQL expressions of a program's values for one target, from the aggregate columns.
+    With ``shared``, a value that is not an aggregate is computed once (``Shared``) and the
+    condition refers to it; ``full`` writes every value out, for the shared columns
+    themselves and for the rank tables' queries."""
 
     def __init__(self, program: Program, raw: Callable[[str], ColumnElement], dialect: str,
-                 ranked: Ranked | None = None):
+                 ranked: Ranked | None = None, shared: Shared | None = None):
         self.program, self.raw, self.dialect, self.ranked = program, raw, dialect, ranked
         self.ties: list[ColumnElement] = []  # round() calls near a tie: send the member to Python
         self._memo: dict[str, ColumnElement] = {}
+        self.shared = shared
+        self.full = self if shared is None else _Values(program, raw, dialect, ranked)
 
     def __getitem__(self, key: str) -> ColumnElement:
         if key not in self._memo:
-            self._memo[key] = self._value(key)
+            if self.shared is not None and not isinstance(self.program.value_spec(key), AggregateSpec):
+                self._memo[key] = self.shared.add(self.full[key])
+            else:
+                self._memo[key] = self._value(key)
         return self._memo[key]
+
+    def unsure(self) -> list[ColumnElement]:
+        """The rounding ties of the values the condition used (one shared column for all)."""
+        ties = self.full.ties
+        if self.shared is None or not ties:
+            return ties
+        return [self.shared.add(or_(*ties), Boolean)]
 
     def _value(self, key: str) -> ColumnElement:
         spec = self.program.value_spec(key)
@@ -276,7 +325,12 @@ def look(ctx: Context, st: Stored, targets: list[_Values]) -> ColumnElement:
         # Ranked programs store every value (run.py, _Writer): any that moved is a write.
         if st.values is None:
             raise Unsupported("stored values")
-        kept_differs += [now[key].is_distinct_from(st.values[key].as_float()) for key in program.values]
+        stored = st.values
+        if now.shared is not None:
+            # Parsed once per member: each ->> of a json column parses the text again (2 us a
+            # value, a dozen values: three quarters of the scorecard's condition).
+            stored = now.shared.add(cast(stored, JSONB), JSONB)
+        kept_differs += [now[key].is_distinct_from(stored[key].as_float()) for key in program.values]
     active = [candidate.is_distinct_from(level)]
     if program.blacklist:
         active.append(or_(*(met(r, now) for r in program.blacklist)))
@@ -287,7 +341,7 @@ def look(ctx: Context, st: Stored, targets: list[_Values]) -> ColumnElement:
     active += _ledger(ctx, st, reward)
     if ctx.forecast is not None:
         active.append(_forecast_down(ctx, st, targets[ctx.forecast]))
-    unsure = [t for v in targets for t in v.ties]
+    unsure = [t for v in targets for t in v.unsure()]
     parts = [
         st.as_of >= ctx.as_of,  # written today: a re-run decides from the state before it
         st.program_version != ctx.version,
@@ -374,14 +428,17 @@ def _forecast_down(ctx: Context, st: Stored, forecast: _Values) -> ColumnElement
 
 def compile_look(ctx: Context, st: Stored, raw: Callable[[int, str], ColumnElement], n_targets: int,
                  ranked: Callable[[int, str, ColumnElement], tuple[ColumnElement, ColumnElement] | None] | None = None,
-                 ) -> ColumnElement:
+                 shared: Shared | None = None) -> ColumnElement:
     """``look`` for the program, or true (everyone to Python) where it cannot be compiled.
     ``ranked(target, key, value)``: the rank columns of a ranked value (see ``Ranked``); None:
-    the program's ranks cannot be had in SQL."""
+    the program's ranks cannot be had in SQL. ``shared``: compute each value once there (the
+    caller joins it to the driver)."""
     try:
         targets = [_Values(ctx.program, lambda key, t=t: raw(t, key), ctx.dialect,
-                           None if ranked is None else lambda key, value, t=t: ranked(t, key, value))
+                           None if ranked is None else lambda key, value, t=t: ranked(t, key, value), shared)
                    for t in range(n_targets)]
         return look(ctx, st, targets)
     except Unsupported:
+        if shared is not None:
+            shared.columns.clear()
         return true()

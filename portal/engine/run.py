@@ -190,11 +190,13 @@ def _periods(program: Program, as_of: dt.date) -> list[dt.date]:
 
 
 def _driver(conn: Connection, program_key: str, members: Select | None = None,
-            scratch: aggregates.Scratch | None = None, look=None, extra: Sequence[ColumnElement] = ()):
+            scratch: aggregates.Scratch | None = None, look=None, extra: Sequence[ColumnElement] = (),
+            shared: quiet.Shared | None = None):
     """Every enrolled member (or ``members``) in member order with its stored standing; with
     ``scratch``, its aggregates too (after the standing, in ``scratch.columns`` order, then
     ``extra``: columns of the scratch's tables);
-    with ``look``, only the members that condition selects."""
+    with ``look``, only the members that condition selects (``shared``: the values it computes
+    once per member)."""
     stmt = (
         select(
             EN.c.member_id,
@@ -230,6 +232,8 @@ def _driver(conn: Connection, program_key: str, members: Select | None = None,
         stmt = scratch.join(stmt.add_columns(*scratch.columns, *extra), EN.c.member_id)
     if look is not None:
         stmt = stmt.where(look)
+        if shared is not None:
+            stmt = shared.join(stmt)
     return conn.execute(stmt, execution_options=aggregates.STREAM)
 
 
@@ -498,13 +502,16 @@ def evaluate(
         if forecast:
             targets.append((forecast_on, as_of))
         scratch = aggregates.Scratch(conn, program.key, plan, targets, members)
-        look = None
+        look = shared = None
         if skip_quiet:
             context = quiet.Context(program, version, as_of, prior, conn.dialect.name, len(targets) - 1 if forecast else None)
             ranked = None
             if members is None:  # a restricted run has not the population to rank
                 ranked = lambda t, key, value: scratch.rank(t, key, value) if t < len(periods) else None  # noqa: E731
-            look = quiet.compile_look(context, STORED_COLUMNS, scratch.raw, len(targets), ranked)
+            # PostgreSQL computes the values the condition compares once per member (a LATERAL
+            # subquery); SQLite has no LATERAL, and writes them out where they are compared.
+            shared = quiet.Shared() if conn.dialect.name == "postgresql" else None
+            look = quiet.compile_look(context, STORED_COLUMNS, scratch.raw, len(targets), ranked, shared)
         # Ranks of each period's population; the forecast has none (Calculator: 0). Where the
         # sift ranked the population in SQL, each decided member's rank comes with its row;
         # otherwise a pass over everyone's values ranks them in Python.
@@ -512,7 +519,7 @@ def evaluate(
         ranks = _rank_tables(conn, program.key, scratch, calc, periods) if calc.rank_keys and known is None else {}
         cuts = RankCuts()
         width = DRIVER_COLUMNS + len(scratch.columns)
-        for row in _driver(conn, program.key, members, scratch, look, [c for pair in known or () for c in pair]):
+        for row in _driver(conn, program.key, members, scratch, look, [c for pair in known or () for c in pair], shared):
             held = _held(row, as_of)
             rerun = row.as_of is not None and row.as_of == as_of
             stored = Held(row.level, row.sub_class, row.status or "active", row.level_since, row.promoted_on)

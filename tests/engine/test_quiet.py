@@ -264,3 +264,62 @@ def test_a_value_on_a_rounding_tie_is_decided_in_python(world):
     assert february.decided == 1
     warned = world.s.scalars(select(Notification).where(Notification.kind == "downgrade_warning")).all()
     assert [n.payload["reason"] for n in warned] == ["consecutive"]
+
+
+def test_on_postgresql_the_condition_computes_each_value_once_per_member():
+    """SQL writes a value out wherever it is compared; the scorecard's score (a round() of
+    ranks and buckets) stood in the condition about ten times, and each stored value was
+    parsed from its JSON again. On PostgreSQL the condition refers to a LATERAL subquery's
+    columns instead: the score's round() is written there once, the stored values parsed once."""
+    from sqlalchemy import literal_column
+    from sqlalchemy.dialects import postgresql
+
+    from portal.engine import quiet
+    from portal.engine.definition import load_file
+    from portal.engine.run import STORED_COLUMNS
+
+    program = load_file(builtin_path("scorecard"))
+    ctx = quiet.Context(program, 1, BASE, None, "postgresql", None)
+
+    def raw(target: int, key: str):
+        return literal_column(f"w.{key}_{target}")
+
+    def ranked(target: int, key: str, value):
+        return literal_column(f"r.{key}_{target}"), literal_column("r.n")
+
+    def compiled(shared):
+        look = quiet.compile_look(ctx, STORED_COLUMNS, raw, 1, ranked, shared)
+        return str(look.compile(dialect=postgresql.dialect()))
+
+    written_out = compiled(None)
+    assert written_out.count("round(") > 5 and written_out.count("->>") > 10
+
+    shared = quiet.Shared()
+    condition = compiled(shared)
+    assert "round(" not in condition and "CAST(standings.values AS JSONB)" not in condition
+    assert "sift.x" in condition and condition.count("->>") == len(program.values)
+    computed = " ".join(str(c.compile(dialect=postgresql.dialect())) for c in shared.columns)
+    assert computed.count("round(") == 1 and computed.count("CAST(standings.values AS JSONB)") == 1
+
+
+
+def test_a_run_on_postgresql_reads_the_shared_values_with_its_driver(world):
+    """The run joins the shared values to its driver query (PostgreSQL; SQLite has no LATERAL)
+    and decides exactly as Python does (both_ways)."""
+    world.load_programs()
+    day = BASE - dt.timedelta(days=40)
+    for i in range(6):
+        world.member(f"s{i}", "scorecard")
+        world.add(f"s{i}", "consultation", day, 1 + i)
+        world.add(f"s{i}", "transaction", day, 1000 * (i + 1))
+    both_ways(world, "scorecard", BASE - dt.timedelta(days=1))
+    world.add("s0", "transaction", BASE - dt.timedelta(days=1), 50_000)
+    with recording(world.s.get_bind()) as seen:
+        again = both_ways(world, "scorecard", BASE)
+    assert again.decided >= 1
+    drivers = [s for s in seen if "FROM enrolments JOIN members" in s and "standings.prev_level" in s]
+    assert len(drivers) == 2  # the reference's (no condition) and the sifted run's
+    postgresql = world.s.get_bind().dialect.name == "postgresql"
+    assert ("JOIN LATERAL" in drivers[1]) is postgresql
+    rounds = drivers[1].count("round(")  # the score's one round(), written out per comparison on SQLite
+    assert rounds == 1 if postgresql else rounds > 5
