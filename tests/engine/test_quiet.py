@@ -10,10 +10,12 @@ from typing import Any
 import yaml
 from hypothesis import event, given
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
+from sqlalchemy.dialects import postgresql
 
-from portal.engine.definition import builtin_path
-from portal.engine.run import evaluate
+from portal.engine import quiet
+from portal.engine.definition import builtin_path, load_file
+from portal.engine.run import STORED_COLUMNS, evaluate
 from portal.models import BenefitItem, EvaluationRun, LevelChange, Notification, Standing
 from portal.models import Program as ProgramRow
 from portal.services import programs as programs_service
@@ -271,13 +273,6 @@ def test_on_postgresql_the_condition_computes_each_value_once_per_member():
     ranks and buckets) stood in the condition about ten times, and each stored value was
     parsed from its JSON again. On PostgreSQL the condition refers to a LATERAL subquery's
     columns instead: the score's round() is written there once, the stored values parsed once."""
-    from sqlalchemy import literal_column
-    from sqlalchemy.dialects import postgresql
-
-    from portal.engine import quiet
-    from portal.engine.definition import load_file
-    from portal.engine.run import STORED_COLUMNS
-
     program = load_file(builtin_path("scorecard"))
     ctx = quiet.Context(program, 1, BASE, None, "postgresql", None)
 
@@ -302,7 +297,6 @@ def test_on_postgresql_the_condition_computes_each_value_once_per_member():
     assert computed.count("round(") == 1 and computed.count("CAST(standings.values AS JSONB)") == 1
 
 
-
 def test_a_run_on_postgresql_reads_the_shared_values_with_its_driver(world):
     """The run joins the shared values to its driver query (PostgreSQL; SQLite has no LATERAL)
     and decides exactly as Python does (both_ways)."""
@@ -322,4 +316,4 @@ def test_a_run_on_postgresql_reads_the_shared_values_with_its_driver(world):
     postgresql = world.s.get_bind().dialect.name == "postgresql"
     assert ("JOIN LATERAL" in drivers[1]) is postgresql
     rounds = drivers[1].count("round(")  # the score's one round(), written out per comparison on SQLite
-    assert rounds == 1 if postgresql else rounds > 5
+    assert (rounds == 1) if postgresql else (rounds > 5)
