@@ -81,10 +81,10 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def session():
+def session(bulk: bool = False):
     from .database import db
 
-    return db.factory()
+    return (db.bulk_factory if bulk else db.factory)()
 
 
 def parse_date(value: str | None) -> dt.date:
@@ -209,7 +209,7 @@ def import_metrics(file: str) -> None:
     from .services.imports import import_metrics_csv
 
     text = read_text(file)
-    with session() as s:
+    with session(bulk=True) as s:  # the import checks every member itself (db.bulk_inserts)
         try:
             result = import_metrics_csv(s, text)
         except ImportRejected as exc:

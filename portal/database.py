@@ -7,7 +7,7 @@ from flask import Flask, g, has_request_context, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import make_engine, read_only, session_factory
+from .db import bulk_inserts, make_engine, read_only, session_factory
 
 
 class Database:
@@ -16,11 +16,13 @@ class Database:
     engine: Engine
     factory: sessionmaker[Session]
     read_factory: sessionmaker[Session]
+    bulk_factory: sessionmaker[Session]
 
     def init_app(self, app: Flask) -> None:
         self.engine = make_engine(app.config["DATABASE_URL"])
         self.factory = session_factory(self.engine)
         self.read_factory = session_factory(read_only(self.engine))
+        self.bulk_factory = session_factory(bulk_inserts(self.engine))
         app.extensions["portal.db"] = self
         app.teardown_appcontext(self._close)
 

@@ -104,8 +104,21 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        options = conn.get_execution_options()
+        # foreign_keys is a no-op inside a transaction: a transaction's setting (see
+        # bulk_inserts) is made before its BEGIN, and only when it differs from the connection's
+        checks = options.get("sqlite_foreign_keys", True)
+        info = conn.connection.info
+        if info.get("foreign_keys", True) != checks:
+            conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if checks else 'OFF'}")
+            info["foreign_keys"] = checks
+        conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'IMMEDIATE')}")
+
+    @event.listens_for(engine, "checkin")
+    def _checks_back_on(dbapi_conn, record):  # a pooled connection always waits with them on
+        if dbapi_conn is not None and not record.info.get("foreign_keys", True):
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            record.info["foreign_keys"] = True
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:
@@ -163,6 +176,19 @@ def read_only(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         return engine.execution_options(sqlite_begin="DEFERRED")
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def bulk_inserts(engine: Engine) -> Engine:
+    """The same pool, for a transaction that inserts rows whose parents' ids it read itself
+    in that same transaction (the metric import: ``member_ids``, then the INSERTs). SQLite:
+    no foreign-key lookup per inserted row, a third of a large import's insert (round 20 in
+    docs/performance.md); the ids cannot go stale, because the transaction begins IMMEDIATE
+    and holds the write lock from its first read, so no member can be deleted before its
+    commit. The checks are back on for the connection's next transaction. PostgreSQL:
+    unchanged (its constraint is enforced whatever the session)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_foreign_keys=False)
+    return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -447,7 +447,9 @@ class _MetricBatch:
     def store(self, session: Session) -> MetricsResult:
         """Resolve members (every unknown one is an error), then insert in one statement per
         database round: rows whose (member, metric, id) is already stored - or appeared earlier
-        in the same batch - are skipped and counted as duplicates."""
+        in the same batch - are skipped and counted as duplicates. Every member id inserted was
+        read here, in the caller's transaction: what lets the command's import skip SQLite's
+        per-row foreign-key lookup (db.bulk_inserts)."""
         ids = member_ids(session, self._keys)
         members = self.values[::_WIDTH]
         if len(ids) < len(self._keys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from portal.models import EvaluationRun, LevelChange, MetricRow, ProgramVersion, Standing
 
@@ -256,3 +256,26 @@ def test_a_command_that_does_not_serve_the_site_imports_none_of_it(ready, app, t
             assert web_only not in loaded, (args, web_only, loaded)
     rc, out = _modules_loaded(url, "routes")
     assert rc == 0 and "'portal.web'" in out and "/api/v1/members/<member>/benefits" in out, out
+
+
+def test_the_metric_import_inserts_without_foreign_key_lookups_on_sqlite(ready, tmp_path, app):
+    """The import resolves every member itself inside its transaction (db.bulk_inserts): on
+    SQLite that transaction is begun with the per-row checks off, and they are on again after."""
+    from sqlalchemy import event
+
+    ready("import", "members", write(tmp_path, "m.csv", MEMBERS))
+    database = app.extensions["portal.db"]
+    if database.engine.dialect.name != "sqlite":
+        assert database.bulk_factory.kw["bind"] is database.engine  # PostgreSQL: the constraint as ever
+        assert "11 new rows" in ready("import", "metrics", write(tmp_path, "x.csv", METRICS)).output
+        return
+    statements: list[str] = []
+    database.engine.dispose()  # new connections, traced from their first statement
+    event.listen(database.engine, "connect", lambda conn, _record: conn.set_trace_callback(statements.append))
+    assert "11 new rows" in ready("import", "metrics", write(tmp_path, "x.csv", METRICS)).output
+    off, begin = statements.index("PRAGMA foreign_keys=OFF"), statements.index("BEGIN IMMEDIATE")
+    insert = next(i for i, s in enumerate(statements) if s.startswith("INSERT INTO metric_rows"))
+    on = statements.index("PRAGMA foreign_keys=ON", off)
+    assert off < begin < insert < statements.index("COMMIT") < on
+    with db_session(app) as s:
+        assert s.execute(text("PRAGMA foreign_key_check")).all() == []
