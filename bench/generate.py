@@ -281,7 +281,8 @@ class Loader:
         from portal.services.imports import ImportRejected, import_members_csv, import_metrics_csv
 
         started = time.perf_counter()
-        with self.app.app_context(), db.factory() as s:
+        # metrics as `portal import metrics` does: SQLite's per-row foreign-key lookup off (db.bulk_inserts)
+        with self.app.app_context(), (db.factory if what == "members" else db.bulk_factory)() as s:
             try:
                 if what == "members":
                     result = import_members_csv(s, text, dt.date.today())
