@@ -115,9 +115,12 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'IMMEDIATE')}")
 
     @event.listens_for(engine, "checkin")
-    def _checks_back_on(dbapi_conn, record):  # a pooled connection always waits with them on
+    def _checks_back_on(dbapi_conn, record):  # a pooled connection waits with them on
         if dbapi_conn is not None and not record.info.get("foreign_keys", True):
-            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error:
+                return  # still marked off: the next transaction's BEGIN turns them on
             record.info["foreign_keys"] = True
 
 
