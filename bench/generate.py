@@ -277,12 +277,11 @@ class Loader:
         self.counts = {"members": 0, "metrics": 0}
 
     def _run(self, what: str, text: str) -> str:
-        from portal.extensions import db
+        from portal.cli import session
         from portal.services.imports import ImportRejected, import_members_csv, import_metrics_csv
 
         started = time.perf_counter()
-        # metrics as `portal import metrics` does: SQLite's per-row foreign-key lookup off (db.bulk_inserts)
-        with self.app.app_context(), (db.factory if what == "members" else db.bulk_factory)() as s:
+        with self.app.app_context(), session(bulk=what == "metrics") as s:  # the session `portal import` uses
             try:
                 if what == "members":
                     result = import_members_csv(s, text, dt.date.today())

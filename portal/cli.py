@@ -82,6 +82,7 @@ def fail(message: str) -> NoReturn:
 
 
 def session(bulk: bool = False):
+    """A command's session; ``bulk``: the metric import's (db.bulk_inserts), also the bench loader's."""
     from .database import db
 
     return (db.bulk_factory if bulk else db.factory)()
